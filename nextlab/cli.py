@@ -1,0 +1,228 @@
+"""The `nextlab` command: parses arguments, calls library functions, prints.
+
+Bad input (a NextlabError) ends with a one-line `error: ...` on stderr and exit
+status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+from nextlab.errors import NextlabError
+
+
+def cmd_train(args) -> None:
+    from nextlab.config import config_from_dict, load_config
+    from nextlab.train import saved_run_config, train
+
+    flags: dict[str, dict] = {"data": {}, "train": {}}
+    for section, key, value in (
+        ("data", "path", args.data),
+        ("data", "tokenizer", args.tokenizer),
+        ("train", "steps", args.steps),
+        ("train", "seed", args.seed),
+        ("train", "save_every", args.save_every),
+        ("train", "device", args.device),
+        ("train", "progress", False if args.no_progress else None),
+    ):
+        if value is not None:
+            flags[section][key] = value
+    out = args.out or "runs/default"
+    if args.resume and args.config is None and not args.set:
+        # Resume exactly the run that is there: its own saved config, plus the flags given now.
+        saved = saved_run_config(out)
+        if saved is not None:
+            base = saved.to_dict()
+            for section, values in flags.items():
+                base[section].update(values)
+            train(config_from_dict({**base, "out": out}), resume=True)
+            return
+    overrides = list(args.set or []) + [f"out={json.dumps(out)}"]
+    train(load_config(args.config, overrides, **flags), resume=args.resume)
+
+
+def _load(path: str, device: str = "cpu"):
+    from nextlab.checkpoint import load_checkpoint
+
+    return load_checkpoint(path, device)
+
+
+def cmd_sample(args) -> None:
+    from nextlab.sample import generate_stream
+
+    ckpt = _load(args.checkpoint)
+    for i in range(args.num_samples):
+        if i:
+            print("\n" + "-" * 40)
+        sys.stdout.write(args.prompt)
+        for tok in generate_stream(
+            ckpt.model,
+            ckpt.tokenizer,
+            args.prompt,
+            max_new_tokens=args.max_tokens,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            seed=None if args.seed is None else args.seed + i,
+            stop=args.stop or (),
+        ):
+            sys.stdout.write(tok.text)
+            sys.stdout.flush()
+        print()
+
+
+def cmd_next(args) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from nextlab.sample import next_token_distribution
+
+    ckpt = _load(args.checkpoint)
+    choices = next_token_distribution(ckpt.model, ckpt.tokenizer, args.prompt, args.k)
+    if args.json:
+        print(json.dumps([{"id": c.id, "token": c.text, "prob": c.prob} for c in choices]))
+        return
+    table = Table(title=f"next token after {args.prompt[-40:]!r}")
+    table.add_column("rank", justify="right")
+    table.add_column("token")
+    table.add_column("id", justify="right")
+    table.add_column("prob", justify="right")
+    table.add_column("")
+    for rank, c in enumerate(choices, 1):
+        table.add_row(str(rank), repr(c.text), str(c.id), f"{c.prob:.4f}", "█" * round(c.prob * 40))
+    Console().print(table)
+
+
+def cmd_score(args) -> None:
+    from nextlab.sample import score
+
+    if (args.file is None) == (args.text is None):
+        raise NextlabError("score needs exactly one of FILE or --text")
+    if args.text is not None:
+        text = args.text
+    else:
+        try:
+            text = Path(args.file).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise NextlabError(f"{args.file}: no such file") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise NextlabError(f"{args.file}: cannot read as UTF-8 text ({e.__class__.__name__})") from None
+    ckpt = _load(args.checkpoint)
+    scores = score(ckpt.model, ckpt.tokenizer, text)
+    if not scores:
+        raise NextlabError("nothing to score: the text is empty")
+    total_bits = sum(s.surprisal_bits for s in scores)
+    n_bytes = len(text.encode())
+    summary = {
+        "tokens": len(scores),
+        "bytes": n_bytes,
+        "total_bits": total_bits,
+        "bits_per_token": total_bits / len(scores),
+        "bits_per_byte": total_bits / max(1, n_bytes),
+    }
+    if args.json:
+        summary["per_token"] = [{"id": s.id, "token": s.text, "logprob": s.logprob, "bits": s.surprisal_bits} for s in scores]
+        print(json.dumps(summary))
+        return
+    if args.tokens:
+        for s in scores:
+            print(f"{s.surprisal_bits:8.3f} bits  {s.text!r}")
+    print(
+        f"{summary['tokens']} tokens, {n_bytes} bytes: {total_bits:.1f} bits in all, "
+        f"{summary['bits_per_token']:.3f} bits/token, {summary['bits_per_byte']:.3f} bits/byte"
+    )
+
+
+def cmd_demo(args) -> None:
+    from nextlab.report import run_demo
+
+    run_demo(quick=args.quick, out=args.out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nextlab", description="Train, sample and measure next-token models.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model (optionally from a TOML config)")
+    t.add_argument("config", nargs="?", help="TOML config with [model], [data], [train] sections")
+    t.add_argument("--data", help="text file, folder, glob, or 'stdlib' (built-in corpus)")
+    t.add_argument("--tokenizer", help="bytes | chars | bpe")
+    t.add_argument("--out", help="run directory for checkpoints and metrics (default runs/default)")
+    t.add_argument("--steps", type=int)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--save-every", type=int)
+    t.add_argument("--device", help="cpu | cuda | mps | auto")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. train.lr=1e-3")
+    t.add_argument("--resume", action="store_true", help="continue from the run directory's latest checkpoint")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("sample", help="generate text from a checkpoint")
+    s.add_argument("checkpoint", help="checkpoint or run directory")
+    s.add_argument("--prompt", default="")
+    s.add_argument("--max-tokens", type=int, default=200)
+    s.add_argument("--temperature", type=float, default=0.8)
+    s.add_argument("--top-k", type=int)
+    s.add_argument("--top-p", type=float)
+    s.add_argument("--seed", type=int)
+    s.add_argument("--stop", action="append", help="stop string (repeatable)")
+    s.add_argument("-n", "--num-samples", type=int, default=1)
+    s.set_defaults(func=cmd_sample)
+
+    n = sub.add_parser("next", help="show the next-token distribution after a prompt")
+    n.add_argument("checkpoint")
+    n.add_argument("--prompt", required=True)
+    n.add_argument("-k", type=int, default=10)
+    n.add_argument("--json", action="store_true")
+    n.set_defaults(func=cmd_next)
+
+    c = sub.add_parser("score", help="log-probability and surprisal of every token of a text")
+    c.add_argument("checkpoint")
+    c.add_argument("file", nargs="?")
+    c.add_argument("--text")
+    c.add_argument("--tokens", action="store_true", help="print every token's surprisal")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_score)
+
+    d = sub.add_parser("demo", help="train the default model on the built-in corpus and write a report")
+    d.add_argument("--quick", action="store_true", help="a run of under a minute")
+    d.add_argument("--out", default="runs/demo")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def _check_args(args) -> None:
+    for name in ("max_tokens", "num_samples", "k", "steps"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise NextlabError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if getattr(args, "temperature", None) is not None and args.temperature < 0:
+        raise NextlabError(f"--temperature must be >= 0, got {args.temperature}")
+    top_p = getattr(args, "top_p", None)
+    if top_p is not None and not 0 < top_p <= 1:
+        raise NextlabError(f"--top-p must be in (0, 1], got {top_p}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    warnings.formatwarning = lambda message, *a, **k: f"warning: {message}\n"
+    args = build_parser().parse_args(argv)
+    try:
+        _check_args(args)
+        args.func(args)
+    except NextlabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,305 @@
+"""The transformer: a decoder-only next-token model, readable top to bottom.
+
+Two presets share one code path:
+
+- `gpt2`: nanoGPT's architecture, the reference baseline: learned positions,
+  LayerNorm, GELU MLP, biases, tied input/output embeddings.
+- `modern` (default): rotary positions, RMSNorm, SwiGLU MLP, optional QK-norm,
+  no biases, untied embeddings. Parameter names follow Hugging Face Llama/Qwen3
+  (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj) so the model
+  can be exported one-to-one.
+
+The model knows nothing of training, data or files; it maps token ids to
+next-token logits, with a KV cache for generation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ARCHS = ("modern", "gpt2")
+ATTENTION_IMPLS = ("auto", "sdpa", "manual")
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "modern"  # "modern" or "gpt2"
+    vocab_size: int = 0  # 0 = taken from the tokenizer
+    block_size: int = 256  # context length in tokens
+    n_layer: int = 4
+    n_head: int = 4
+    n_kv_head: int = 0  # 0 = n_head; fewer gives grouped-query attention (modern only)
+    n_embd: int = 128
+    mlp_hidden: int = 0  # 0 = 4*n_embd (gpt2) or 8/3*n_embd rounded up to 32 (modern)
+    qk_norm: bool = True  # RMSNorm on queries and keys per head (modern only)
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    dropout: float = 0.0
+    # "manual" is an explicit matmul-softmax; under bf16 on CPU its backward is
+    # much faster than SDPA's. "auto" picks manual when training under bf16.
+    attention: str = "auto"
+
+    def resolved(self) -> ModelConfig:
+        """A copy with the 0 = automatic fields filled in (what a model is built from)."""
+        n_kv_head = self.n_kv_head or self.n_head
+        mlp_hidden = self.mlp_hidden or (4 * self.n_embd if self.arch == "gpt2" else 32 * math.ceil(8 * self.n_embd / 96))
+        return dataclasses.replace(self, n_kv_head=n_kv_head, mlp_hidden=mlp_hidden)
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    def problems(self) -> list[str]:
+        """Every reason this config cannot build a model (empty if it can)."""
+        out = []
+        if self.arch not in ARCHS:
+            out.append(f"model.arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
+        if self.attention not in ATTENTION_IMPLS:
+            out.append(f"model.attention must be one of {', '.join(ATTENTION_IMPLS)}, got {self.attention!r}")
+        for name in ("block_size", "n_layer", "n_head", "n_embd"):
+            if getattr(self, name) < 1:
+                out.append(f"model.{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("n_kv_head", "mlp_hidden"):
+            if getattr(self, name) < 0:
+                out.append(f"model.{name} must be at least 0 (0 = automatic), got {getattr(self, name)}")
+        kv = self.n_kv_head or self.n_head
+        if self.n_head >= 1 and self.n_embd % self.n_head:
+            out.append(f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})")
+        elif self.arch == "modern" and self.n_head >= 1 and self.head_dim % 2:
+            out.append(f"model.n_embd / model.n_head = {self.head_dim} must be even for rotary positions")
+        if kv >= 1 and self.n_head % kv:
+            out.append(f"model.n_head ({self.n_head}) must be divisible by model.n_kv_head ({kv})")
+        if self.arch == "gpt2" and kv != self.n_head:
+            out.append("model.n_kv_head must equal model.n_head for the gpt2 preset")
+        if not 0.0 <= self.dropout < 1.0:
+            out.append(f"model.dropout must be in [0, 1), got {self.dropout}")
+        return out
+
+
+class KVCache:
+    """Keys and values of every layer for the tokens seen so far, preallocated to block_size."""
+
+    def __init__(self, cfg: ModelConfig, batch_size: int, device, dtype) -> None:
+        shape = (cfg.n_layer, batch_size, cfg.n_kv_head, cfg.block_size, cfg.head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.length = 0  # tokens stored
+        self.capacity = cfg.block_size
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        start, end = self.length, self.length + k.size(2)
+        self.k[layer, :, :, start:end] = k
+        self.v[layer, :, :, start:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+
+def rotary_tables(cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float32) / cfg.head_dim))
+    angles = torch.outer(torch.arange(cfg.block_size, dtype=torch.float32), inv_freq)
+    angles = torch.cat([angles, angles], dim=-1)  # Llama's "rotate half" layout
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.size(-1) // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return (x * cos + rotated * sin).to(x.dtype)
+
+
+def make_norm(cfg: ModelConfig, dim: int) -> nn.Module:
+    if cfg.arch == "gpt2":
+        return nn.LayerNorm(dim, eps=cfg.norm_eps)
+    return nn.RMSNorm(dim, eps=cfg.norm_eps)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer: int) -> None:
+        super().__init__()
+        self.cfg, self.layer = cfg, layer
+        bias = cfg.arch == "gpt2"
+        hd = cfg.head_dim
+        self.q_proj = nn.Linear(cfg.n_embd, cfg.n_head * hd, bias=bias)
+        self.k_proj = nn.Linear(cfg.n_embd, cfg.n_kv_head * hd, bias=bias)
+        self.v_proj = nn.Linear(cfg.n_embd, cfg.n_kv_head * hd, bias=bias)
+        self.o_proj = nn.Linear(cfg.n_head * hd, cfg.n_embd, bias=bias)
+        self.use_qk_norm = cfg.arch == "modern" and cfg.qk_norm
+        if self.use_qk_norm:
+            self.q_norm = nn.RMSNorm(hd, eps=cfg.norm_eps)
+            self.k_norm = nn.RMSNorm(hd, eps=cfg.norm_eps)
+        self.manual = False  # set by GPT.set_attention
+
+    def forward(self, x, rotary, cache: KVCache | None) -> torch.Tensor:
+        cfg = self.cfg
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, cfg.n_head, cfg.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(B, T, cfg.n_kv_head, cfg.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, cfg.n_kv_head, cfg.head_dim).transpose(1, 2)
+        if self.use_qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if rotary is not None:
+            cos, sin = rotary
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        past = 0
+        if cache is not None:
+            past = cache.length
+            k, v = cache.update(self.layer, k, v)
+        if cfg.n_kv_head != cfg.n_head:
+            k = k.repeat_interleave(cfg.n_head // cfg.n_kv_head, dim=1)
+            v = v.repeat_interleave(cfg.n_head // cfg.n_kv_head, dim=1)
+        S = k.size(2)
+        dropout = cfg.dropout if self.training else 0.0
+        # Query i (absolute position past+i) may attend to keys 0..past+i.
+        mask = None
+        if T > 1:
+            mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=past)
+        if self.manual:
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(cfg.head_dim))
+            if mask is not None:
+                att = att.masked_fill(~mask, float("-inf"))
+            att = F.dropout(F.softmax(att.float(), dim=-1).to(q.dtype), p=dropout, training=self.training)
+            y = att @ v
+        elif mask is not None and past == 0:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        y = y.transpose(1, 2).reshape(B, T, cfg.n_head * cfg.head_dim)
+        return self.o_proj(y)
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.gpt2 = cfg.arch == "gpt2"
+        if self.gpt2:
+            self.up_proj = nn.Linear(cfg.n_embd, cfg.mlp_hidden)
+        else:
+            self.gate_proj = nn.Linear(cfg.n_embd, cfg.mlp_hidden, bias=False)
+            self.up_proj = nn.Linear(cfg.n_embd, cfg.mlp_hidden, bias=False)
+        self.down_proj = nn.Linear(cfg.mlp_hidden, cfg.n_embd, bias=self.gpt2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gpt2:
+            return self.down_proj(F.gelu(self.up_proj(x)))
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer: int) -> None:
+        super().__init__()
+        self.attn_norm = make_norm(cfg, cfg.n_embd)
+        self.attn = Attention(cfg, layer)
+        self.mlp_norm = make_norm(cfg, cfg.n_embd)
+        self.mlp = MLP(cfg)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, rotary, cache):
+        x = x + self.dropout(self.attn(self.attn_norm(x), rotary, cache))
+        x = x + self.dropout(self.mlp(self.mlp_norm(x)))
+        return x
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        problems = cfg.problems() + ([] if cfg.vocab_size >= 1 else ["model.vocab_size must be at least 1"])
+        if problems:
+            raise ValueError("; ".join(problems))
+        cfg = cfg.resolved()
+        self.cfg = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        if cfg.arch == "gpt2":
+            self.embed_positions = nn.Embedding(cfg.block_size, cfg.n_embd)
+        else:
+            cos, sin = rotary_tables(cfg)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
+        self.norm = make_norm(cfg, cfg.n_embd)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        if cfg.arch == "gpt2":
+            self.lm_head.weight = self.embed_tokens.weight  # tied
+        self.reset_parameters()
+        self.set_attention(cfg.attention == "manual")
+
+    def set_attention(self, manual: bool) -> None:
+        """Choose the explicit matmul-softmax (True) or SDPA (False); the math is the same."""
+        for layer in self.layers:
+            layer.attn.manual = manual
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        cfg = self.cfg
+        if cfg.arch == "gpt2":  # nanoGPT / GPT-2 init
+            for name, p in self.named_parameters():
+                if p.dim() == 1:
+                    if name.endswith("bias"):
+                        p.zero_()
+                    else:
+                        p.fill_(1.0)
+                else:
+                    std = 0.02 / math.sqrt(2 * cfg.n_layer) if name.endswith(("o_proj.weight", "down_proj.weight")) else 0.02
+                    nn.init.normal_(p, 0.0, std)
+            return
+        # modern: nanochat-style. Unit-variance embeddings, fan-in scaled matrices,
+        # residual outputs start at zero so every block begins as the identity.
+        for name, p in self.named_parameters():
+            if p.dim() == 1:
+                p.fill_(1.0)
+            elif name == "embed_tokens.weight":
+                nn.init.normal_(p, 0.0, 1.0)
+            elif name == "lm_head.weight":
+                nn.init.normal_(p, 0.0, 0.001)
+            elif name.endswith(("o_proj.weight", "down_proj.weight")):
+                nn.init.zeros_(p)
+            else:
+                bound = math.sqrt(3.0 / p.size(1))
+                nn.init.uniform_(p, -bound, bound)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None):
+        """Logits (B, T, vocab) for token ids (B, T); with targets, also the mean cross-entropy.
+
+        With a cache, idx holds only the new tokens and is appended after the cached ones.
+        """
+        B, T = idx.shape
+        start = cache.length if cache is not None else 0
+        if start + T > self.cfg.block_size:
+            raise ValueError(f"sequence of {start + T} tokens exceeds block_size {self.cfg.block_size}")
+        x = self.embed_tokens(idx)
+        rotary = None
+        if self.cfg.arch == "gpt2":
+            x = x + self.embed_positions(torch.arange(start, start + T, device=idx.device))
+        else:
+            rotary = (self.rope_cos[start : start + T], self.rope_sin[start : start + T])
+        x = self.dropout(x)
+        for layer in self.layers:
+            x = layer(x, rotary, cache)
+        if cache is not None:
+            cache.length += T
+        logits = self.lm_head(self.norm(x))
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
+        return logits, loss
+
+    def make_cache(self, batch_size: int = 1) -> KVCache:
+        p = self.embed_tokens.weight
+        return KVCache(self.cfg, batch_size, p.device, p.dtype)
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Parameter count; non_embedding drops the token and position embeddings (Kaplan's N).
+
+        The untied output head of the modern preset counts as non-embedding.
+        """
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.embed_tokens.weight.numel()
+            if self.cfg.arch == "gpt2":
+                n -= self.embed_positions.weight.numel()
+        return n

@@ -1,0 +1,231 @@
+"""Use a model as a next-token distribution: generate, look at the next token, score text.
+
+The one sampler and the one scorer; every capability (evals, compression,
+serving, probes, tuning) calls these.
+
+Conventions:
+- Every text is treated as the start of a document: it is preceded by the
+  end-of-text token, as documents are in training. So the first token of a
+  text is scored too, and an empty prompt samples a fresh document.
+- A prompt longer than the context keeps only its last `block_size - 1`
+  tokens, with a warning (generation slides its window the same way).
+- `score` covers texts of any length with a sliding window: every token is
+  predicted from at least half a context of preceding tokens.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from nextlab.model import GPT
+from nextlab.tokenizer import Tokenizer
+
+
+@dataclass
+class TokenChoice:
+    id: int
+    text: str
+    prob: float
+
+
+@dataclass
+class GeneratedToken:
+    id: int
+    text: str  # the newly printable text (may be "" while a UTF-8 character is incomplete)
+    logprob: float  # natural log-probability under the distribution it was sampled from (before temperature)
+    top: list[TokenChoice]  # the top candidates of that distribution (if asked for)
+
+
+@dataclass
+class TokenScore:
+    id: int
+    text: str
+    logprob: float  # natural log
+
+    @property
+    def surprisal_bits(self) -> float:
+        return -self.logprob / math.log(2)
+
+
+def prompt_ids(tokenizer: Tokenizer, prompt: str, block_size: int) -> list[int]:
+    """EOT + the prompt's tokens, cut from the left to leave room for one new token."""
+    ids = [tokenizer.eot_id] + tokenizer.encode(prompt)
+    if len(ids) > block_size - 1:
+        warnings.warn(
+            f"prompt is {len(ids) - 1} tokens, longer than the context ({block_size - 1}); keeping the last {block_size - 1}",
+            stacklevel=3,
+        )
+        ids = ids[-(block_size - 1) :]
+    return ids
+
+
+def top_choices(tokenizer: Tokenizer, probs: torch.Tensor, k: int) -> list[TokenChoice]:
+    p, i = probs.topk(min(k, probs.numel()))
+    return [TokenChoice(int(j), tokenizer.token_str(int(j)), float(q)) for q, j in zip(p, i)]
+
+
+def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None) -> torch.Tensor:
+    """Temperature, then top-k, then nucleus (top-p) filtering; filtered-out entries become -inf."""
+    logits = logits / temperature
+    if top_k:
+        kth = logits.topk(min(top_k, logits.numel())).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = logits.sort(descending=True)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cum - sorted_logits.softmax(-1) >= top_p  # keep the smallest prefix whose mass reaches top_p
+        logits = logits.masked_fill(drop.scatter(0, order, drop), float("-inf"))
+    return logits
+
+
+class _StopScanner:
+    """Releases generated text, holding back whatever could still become a stop string."""
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self.text = ""
+        self.released = 0
+        self.stopped = False
+
+    def feed(self, piece: str) -> str:
+        self.text += piece
+        hits = [i for i in (self.text.find(s, max(0, self.released - len(s))) for s in self.stops) if i >= 0]
+        if hits:
+            self.stopped = True
+            end = min(hits)
+        else:
+            end = len(self.text)
+            for s in self.stops:  # longest suffix that is a proper prefix of a stop string
+                for n in range(min(len(s) - 1, len(self.text)), 0, -1):
+                    if self.text.endswith(s[:n]):
+                        end = min(end, len(self.text) - n)
+                        break
+        end = max(end, self.released)
+        out = self.text[self.released : end]
+        self.released = end
+        return out
+
+    def flush(self) -> str:
+        out = "" if self.stopped else self.text[self.released :]
+        self.released = len(self.text)
+        return out
+
+
+@torch.inference_mode()
+def generate_stream(
+    model: GPT,
+    tokenizer: Tokenizer,
+    prompt: str = "",
+    max_new_tokens: int = 200,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    stop: Sequence[str] = (),
+    stop_at_eot: bool = True,
+    top_n: int = 0,
+) -> Iterator[GeneratedToken]:
+    """Sample a continuation token by token, with the KV cache.
+
+    temperature 0 is greedy. Yields each token with the text it adds, its
+    log-probability and (top_n > 0) the top candidates it was drawn from.
+    Generation ends at max_new_tokens, at end-of-text, or at a stop string
+    (which is not included in the text).
+    """
+    block = model.cfg.block_size
+    device = model.embed_tokens.weight.device
+    gen = torch.Generator(device=device)
+    if seed is not None:
+        gen.manual_seed(seed)
+    else:
+        gen.seed()
+    ids = prompt_ids(tokenizer, prompt, block)
+    cache = model.make_cache(1)
+    logits, _ = model(torch.tensor([ids], device=device), cache=cache)
+    logits = logits[0, -1].float()
+    scanner = _StopScanner(stop)
+    pending = b""  # bytes of an incomplete UTF-8 character
+    for _ in range(max_new_tokens):
+        logprobs = F.log_softmax(logits, -1)
+        if temperature == 0:
+            token = int(logits.argmax())
+        else:
+            probs = F.softmax(filter_logits(logits, temperature, top_k, top_p), -1)
+            token = int(torch.multinomial(probs, 1, generator=gen))
+        top = top_choices(tokenizer, logprobs.exp(), top_n) if top_n else []
+        if token == tokenizer.eot_id and stop_at_eot:
+            tail = scanner.flush()
+            if tail:
+                yield GeneratedToken(token, tail, float(logprobs[token]), top)
+            return
+        pending += tokenizer.decode_bytes([token])
+        text = pending.decode("utf-8", errors="ignore")
+        if text.encode() == pending or len(pending) >= 4:  # complete, or hopeless: release
+            text, pending = pending.decode("utf-8", errors="replace"), b""
+        else:
+            text = ""
+        yield GeneratedToken(token, scanner.feed(text), float(logprobs[token]), top)
+        if scanner.stopped:
+            return
+        ids.append(token)
+        if cache.length >= block:  # context full: keep the last 3/4 and rebuild the cache
+            ids = ids[-(3 * block // 4) :]
+            cache = model.make_cache(1)
+            logits, _ = model(torch.tensor([ids], device=device), cache=cache)
+        else:
+            logits, _ = model(torch.tensor([[token]], device=device), cache=cache)
+        logits = logits[0, -1].float()
+    tail = scanner.flush()
+    if tail:
+        yield GeneratedToken(-1, tail, 0.0, [])
+
+
+def generate(model: GPT, tokenizer: Tokenizer, prompt: str = "", **kwargs) -> str:
+    """The sampled continuation as one string (see generate_stream for the options)."""
+    return "".join(t.text for t in generate_stream(model, tokenizer, prompt, **kwargs))
+
+
+@torch.inference_mode()
+def next_token_distribution(model: GPT, tokenizer: Tokenizer, prefix: str, k: int = 10) -> list[TokenChoice]:
+    """The k most likely next tokens after `prefix`, with their probabilities."""
+    device = model.embed_tokens.weight.device
+    ids = prompt_ids(tokenizer, prefix, model.cfg.block_size)
+    logits, _ = model(torch.tensor([ids], device=device))
+    return top_choices(tokenizer, F.softmax(logits[0, -1].float(), -1), k)
+
+
+@torch.inference_mode()
+def token_logprobs(model: GPT, ids: Sequence[int], context: Sequence[int] = ()) -> torch.Tensor:
+    """log p(ids[i] | context + ids[:i]) for every i, over any length (sliding window, stride block/2)."""
+    device = model.embed_tokens.weight.device
+    block = model.cfg.block_size
+    seq = list(context) + list(ids)
+    first, n = len(context), len(seq)
+    if first == 0:
+        raise ValueError("token_logprobs needs at least one token of context (e.g. end-of-text)")
+    keep = block - max(1, block // 2)  # context carried into each later window
+    out = torch.empty(len(ids))
+    pos = first  # next position of seq to score
+    while pos < n:
+        a = max(0, pos - 1 - keep)
+        b = min(n, a + block)  # the window seq[a:b]; its j-th logits predict seq[a + j + 1]
+        logits, _ = model(torch.tensor([seq[a:b]], device=device))
+        lp = F.log_softmax(logits[0].float(), -1).cpu()
+        end = min(n, b + 1)
+        targets = torch.tensor(seq[pos:end])
+        out[pos - first : end - first] = lp[torch.arange(pos - a - 1, end - a - 1), targets]
+        pos = end
+    return out
+
+
+def score(model: GPT, tokenizer: Tokenizer, text: str) -> list[TokenScore]:
+    """Each token of `text` with its log-probability given everything before it."""
+    ids = tokenizer.encode(text)
+    lps = token_logprobs(model, ids, context=[tokenizer.eot_id])
+    return [TokenScore(i, tokenizer.token_str(i), float(lp)) for i, lp in zip(ids, lps)]

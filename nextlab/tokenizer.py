@@ -1,0 +1,224 @@
+"""Tokenizers: text <-> token ids, saved with every checkpoint.
+
+Three kinds, one small interface (`encode`, `decode`, `vocab_size`, `eot_id`,
+`save`, and `load_tokenizer`):
+
+- `bytes`: the 256 byte values plus `<|endoftext|>`. Lossless on any input.
+- `chars`: one token per character seen in the corpus, plus `<|endoftext|>`,
+  plus a byte fallback: a character not in the vocabulary is encoded as its
+  UTF-8 bytes (256 extra tokens), so encoding never fails and never loses data.
+  This is the choice for char-level corpora such as Shakespeare: the model still
+  sees 65 "real" characters, and any prompt can still be typed.
+- `bpe`: byte-level BPE trained with Hugging Face `tokenizers`. Lossless.
+
+`decode` of ids that do not form valid UTF-8 (a model can sample half a
+character) replaces the broken bytes with U+FFFD; `decode_bytes` gives the raw
+bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from nextlab.errors import NextlabError
+
+EOT = "<|endoftext|>"
+TOKENIZER_FILE = "tokenizer.json"
+
+
+class ByteTokenizer:
+    kind = "bytes"
+
+    def __init__(self) -> None:
+        self.eot_id = 256
+        self.vocab_size = 257
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def decode_bytes(self, ids: Sequence[int]) -> bytes:
+        return bytes(i for i in ids if i < 256)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+    def token_str(self, i: int) -> str:
+        return EOT if i == self.eot_id else bytes([i]).decode("utf-8", errors="backslashreplace")
+
+    def to_json(self) -> dict:
+        return {"nextlab_tokenizer": "bytes"}
+
+
+class CharTokenizer:
+    kind = "chars"
+
+    def __init__(self, chars: Sequence[str]) -> None:
+        self.chars = list(chars)
+        self.index = {c: i for i, c in enumerate(self.chars)}
+        self.eot_id = len(self.chars)
+        self.byte_base = self.eot_id + 1  # ids byte_base..byte_base+255 are raw bytes
+        self.vocab_size = self.byte_base + 256
+
+    @classmethod
+    def train(cls, texts: Iterable[str]) -> CharTokenizer:
+        seen: set[str] = set()
+        for t in texts:
+            seen.update(t)
+        return cls(sorted(seen))
+
+    def encode(self, text: str) -> list[int]:
+        ids = []
+        for c in text:
+            i = self.index.get(c)
+            if i is None:
+                ids.extend(self.byte_base + b for b in c.encode("utf-8"))
+            else:
+                ids.append(i)
+        return ids
+
+    def decode_bytes(self, ids: Sequence[int]) -> bytes:
+        out = bytearray()
+        for i in ids:
+            if i < self.eot_id:
+                out += self.chars[i].encode("utf-8")
+            elif i >= self.byte_base:
+                out.append(i - self.byte_base)
+        return bytes(out)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+    def token_str(self, i: int) -> str:
+        if i < self.eot_id:
+            return self.chars[i]
+        if i == self.eot_id:
+            return EOT
+        return f"<0x{i - self.byte_base:02X}>"
+
+    def to_json(self) -> dict:
+        return {"nextlab_tokenizer": "chars", "chars": self.chars}
+
+
+class BPETokenizer:
+    kind = "bpe"
+
+    def __init__(self, hf_tokenizer) -> None:
+        self.hf = hf_tokenizer
+        self.eot_id = hf_tokenizer.token_to_id(EOT)
+        self.vocab_size = hf_tokenizer.get_vocab_size()
+
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int) -> BPETokenizer:
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+        if vocab_size < 257 + 1:
+            raise NextlabError(f"bpe vocab_size must be at least 258 (256 bytes + {EOT} + 1 merge), got {vocab_size}")
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=[EOT],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+        tok.train_from_iterator(texts, trainer=trainer)
+        return cls(tok)
+
+    def encode(self, text: str) -> list[int]:
+        # EOT in user text stays text: special tokens are only inserted by the data pipeline.
+        return self.hf.encode(text, add_special_tokens=False).ids
+
+    def decode_bytes(self, ids: Sequence[int]) -> bytes:
+        # The byte-level alphabet maps each byte to one printable char; undo it exactly.
+        table = _byte_level_inverse()
+        out = bytearray()
+        for i in ids:
+            if i == self.eot_id:
+                continue
+            out += bytes(table[c] for c in self.hf.id_to_token(i))
+        return bytes(out)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+    def token_str(self, i: int) -> str:
+        if i == self.eot_id:
+            return EOT
+        return self.decode_bytes([i]).decode("utf-8", errors="backslashreplace")
+
+    def to_json(self) -> dict:
+        return json.loads(self.hf.to_str())
+
+
+_BYTE_LEVEL_INVERSE: dict[str, int] | None = None
+
+
+def _byte_level_inverse() -> dict[str, int]:
+    """GPT-2's bytes_to_unicode table, inverted (char -> byte)."""
+    global _BYTE_LEVEL_INVERSE
+    if _BYTE_LEVEL_INVERSE is None:
+        bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+        cs = bs[:]
+        n = 0
+        for b in range(256):
+            if b not in bs:
+                bs.append(b)
+                cs.append(256 + n)
+                n += 1
+        _BYTE_LEVEL_INVERSE = {chr(c): b for b, c in zip(bs, cs)}
+    return _BYTE_LEVEL_INVERSE
+
+
+Tokenizer = ByteTokenizer | CharTokenizer | BPETokenizer
+KINDS = ("bytes", "chars", "bpe")
+
+
+def train_tokenizer(kind: str, texts: Sequence[str], bpe_vocab_size: int = 4096) -> Tokenizer:
+    """Build a tokenizer of `kind` for a corpus (bytes needs no corpus)."""
+    if kind == "bytes":
+        return ByteTokenizer()
+    if kind == "chars":
+        return CharTokenizer.train(texts)
+    if kind == "bpe":
+        return BPETokenizer.train(texts, bpe_vocab_size)
+    raise NextlabError(f"unknown tokenizer {kind!r}; choose one of {', '.join(KINDS)}")
+
+
+def tokenizer_from_json(obj: dict, source: str = "tokenizer") -> Tokenizer:
+    kind = obj.get("nextlab_tokenizer")
+    if kind == "bytes":
+        return ByteTokenizer()
+    if kind == "chars":
+        return CharTokenizer(obj["chars"])
+    if "model" in obj:  # a Hugging Face tokenizer.json
+        from tokenizers import Tokenizer as HFTokenizer
+
+        return BPETokenizer(HFTokenizer.from_str(json.dumps(obj)))
+    raise NextlabError(f"{source}: not a nextlab or Hugging Face tokenizer")
+
+
+def save_tokenizer(tok: Tokenizer, directory: str | Path) -> Path:
+    path = Path(directory) / TOKENIZER_FILE
+    path.write_text(json.dumps(tok.to_json(), ensure_ascii=False))
+    return path
+
+
+def load_tokenizer(directory: str | Path) -> Tokenizer:
+    path = Path(directory) / TOKENIZER_FILE
+    try:
+        obj = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise NextlabError(f"{path}: missing tokenizer file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise NextlabError(f"{path}: corrupt tokenizer file ({e})") from None
+    return tokenizer_from_json(obj, str(path))
+
+
+def fingerprint(tok: Tokenizer) -> str:
+    """A short hash that changes whenever the id mapping changes (used for data caches)."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(tok.to_json(), sort_keys=True).encode()).hexdigest()[:16]
