@@ -106,6 +106,8 @@ class BPETokenizer:
 
     def __init__(self, hf_tokenizer) -> None:
         self.hf = hf_tokenizer
+        # "<|endoftext|>" typed in a text is text; the special token comes only from the data pipeline.
+        self.hf.encode_special_tokens = True
         self.eot_id = hf_tokenizer.token_to_id(EOT)
         self.vocab_size = hf_tokenizer.get_vocab_size()
 
@@ -128,7 +130,6 @@ class BPETokenizer:
         return cls(tok)
 
     def encode(self, text: str) -> list[int]:
-        # EOT in user text stays text: special tokens are only inserted by the data pipeline.
         return self.hf.encode(text, add_special_tokens=False).ids
 
     def decode_bytes(self, ids: Sequence[int]) -> bytes:

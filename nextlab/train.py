@@ -197,7 +197,6 @@ def train(cfg: RunConfig, resume: bool = False, log=print) -> TrainResult:
         found = list_checkpoints(out)
         if found:
             start = found[-1]
-            check_resume_compatible(read_config(start), cfg.model, str(start / "config.json"))
         else:
             say(f"no checkpoint in {out}; starting from scratch")
 
@@ -215,6 +214,8 @@ def train(cfg: RunConfig, resume: bool = False, log=print) -> TrainResult:
     elif cfg.model.vocab_size < tokenizer.vocab_size:
         raise NextlabError(f"model.vocab_size {cfg.model.vocab_size} is smaller than the tokenizer's {tokenizer.vocab_size}")
     mcfg = cfg.model.resolved()
+    if start:
+        check_resume_compatible(read_config(start), mcfg, str(start / "config.json"))
     check_fits(corpus, mcfg.block_size)
 
     micro = t.micro_batch_size or t.batch_size // world

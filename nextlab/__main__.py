@@ -1,0 +1,5 @@
+import sys
+
+from nextlab.cli import main
+
+sys.exit(main())

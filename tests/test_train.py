@@ -1,0 +1,119 @@
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import run_cli, tiny_args
+from safetensors.torch import load_file
+
+from nextlab.cli import main
+from nextlab.config import TrainConfig
+from nextlab.train import lr_multiplier
+
+
+def metrics(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def final_weights(out):
+    ckpts = sorted((out / "checkpoints").iterdir())
+    return load_file(ckpts[-1] / "model.safetensors")
+
+
+def test_loss_falls_and_same_seed_same_numbers(corpus_file, tmp_path):
+    for name in ("a", "b"):
+        assert main(tiny_args(corpus_file, tmp_path / name, steps=30)) == 0
+    a, b = metrics(tmp_path / "a"), metrics(tmp_path / "b")
+    assert [r["val_loss"] for r in a] == [r["val_loss"] for r in b]
+    assert a[-1]["val_loss"] < a[0]["val_loss"] - 1.0
+    wa, wb = final_weights(tmp_path / "a"), final_weights(tmp_path / "b")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert set(a[-1]) >= {"step", "tokens", "wall_s", "train_loss", "val_loss", "val_bpb", "lr", "tokens_per_s"}
+
+
+@pytest.mark.parametrize("recipe", ["adamw-gpt2", "muon-accum"])
+def test_recipes_train(corpus_file, tmp_path, recipe):
+    extra = {
+        "adamw-gpt2": ["model.arch=gpt2", "train.optimizer=adamw", "train.schedule=cosine", "model.dropout=0.1"],
+        "muon-accum": ["train.micro_batch_size=4", "train.schedule=wsd", "train.dtype=bfloat16"],
+    }[recipe]
+    assert main(tiny_args(corpus_file, tmp_path / "r", steps=20, extra=extra)) == 0
+    m = metrics(tmp_path / "r")
+    assert m[-1]["val_loss"] < m[0]["val_loss"]
+
+
+def test_lr_schedules():
+    t = TrainConfig(steps=100, warmup_steps=10, min_lr_ratio=0.1, schedule="cosine")
+    assert lr_multiplier(0, t) == pytest.approx(0.1) and lr_multiplier(9, t) == 1.0
+    assert lr_multiplier(99, t) == pytest.approx(0.1, abs=0.01)
+    t.schedule, t.decay_fraction = "wsd", 0.2
+    assert lr_multiplier(79, t) == 1.0 and lr_multiplier(90, t) == pytest.approx(0.55)
+
+
+def test_keeps_last_k_checkpoints(corpus_file, tmp_path):
+    assert main(tiny_args(corpus_file, tmp_path / "k", steps=30, extra=["train.save_every=5", "train.keep_last=2"])) == 0
+    assert [p.name for p in sorted((tmp_path / "k" / "checkpoints").iterdir())] == ["step_0000025", "step_0000030"]
+
+
+def test_sigkill_and_resume_is_bitwise_identical(corpus_file, tmp_path):
+    """A run killed at a random moment and resumed ends with exactly the weights of an uninterrupted run."""
+    extra = ["train.save_every=4", "model.dropout=0.1", "train.keep_last=3"]
+    steps = 60
+    began = time.time()
+    assert main(tiny_args(corpus_file, tmp_path / "whole", steps=steps, extra=extra)) == 0
+    duration = time.time() - began
+
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "nextlab", *tiny_args(corpus_file, out, steps=steps, extra=extra)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (out / "checkpoints").exists() or not any((out / "checkpoints").glob("step_*")):
+        assert proc.poll() is None and time.time() < deadline, "run ended before its first checkpoint"
+        time.sleep(0.02)
+    time.sleep(random.uniform(0.0, 0.6 * duration))  # somewhere in the middle: maybe mid-step, maybe mid-write
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it was killed"
+
+    resumed = run_cli(*tiny_args(corpus_file, out, steps=steps, extra=extra), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from" in resumed.stdout
+    whole, again = final_weights(tmp_path / "whole"), final_weights(out)
+    assert whole.keys() == again.keys()
+    for k in whole:
+        assert torch.equal(whole[k], again[k]), k
+    assert [r["step"] for r in metrics(out)] == [r["step"] for r in metrics(tmp_path / "whole")]
+    assert [r["val_loss"] for r in metrics(out)] == [r["val_loss"] for r in metrics(tmp_path / "whole")]
+
+
+def test_resume_without_config_uses_the_saved_one(corpus_file, tmp_path):
+    out = tmp_path / "r"
+    assert main(tiny_args(corpus_file, out, steps=10)) == 0
+    assert main(["train", "--out", str(out), "--steps", "20", "--resume"]) == 0
+    assert metrics(out)[-1]["step"] == 20
+
+
+def test_two_process_torchrun_matches_one_process(corpus_file, tmp_path):
+    """DDP over 2 CPU processes (gloo) follows the single-process loss trajectory for the same global batch."""
+    extra = ["train.eval_every=5"]
+    single = run_cli(*tiny_args(corpus_file, tmp_path / "one", steps=15, extra=extra + ["train.micro_batch_size=4"]))
+    assert single.returncode == 0, single.stderr
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+        f"--master_port={random.randint(20000, 40000)}", "-m", "nextlab",
+        *tiny_args(corpus_file, tmp_path / "two", steps=15, extra=extra),
+    ]
+    two = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "2 processes" in two.stdout
+    one_m, two_m = metrics(tmp_path / "one"), metrics(tmp_path / "two")
+    assert [r["step"] for r in one_m] == [r["step"] for r in two_m] == [0, 5, 10, 15]
+    for a, b in zip(one_m, two_m):
+        assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-4)
+        if a["train_loss"] is not None:
+            assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
+    assert one_m[-1]["val_loss"] < one_m[0]["val_loss"]
