@@ -1,0 +1,144 @@
+"""The command line as a user meets it: real processes, exit codes and one-line errors."""
+
+import json
+import shutil
+
+import pytest
+from conftest import run_cli, tiny_args
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_sample_next_score(tiny_checkpoint, tmp_path):
+    r = run_cli("sample", str(tiny_checkpoint), "--prompt", "the cat", "--max-tokens", "30", "--seed", "1")
+    assert r.returncode == 0 and r.stdout.startswith("the cat") and len(r.stdout) > 10
+    r = run_cli("next", str(tiny_checkpoint), "--prompt", "the cat", "-k", "5", "--json")
+    rows = json.loads(r.stdout)
+    assert len(rows) == 5 and rows[0]["prob"] >= rows[-1]["prob"]
+    r = run_cli("next", str(tiny_checkpoint), "--prompt", "the cat")
+    assert r.returncode == 0 and "prob" in r.stdout
+    text = tmp_path / "t.txt"
+    text.write_text("the red bird sleeps.\n")
+    r = run_cli("score", str(tiny_checkpoint), str(text), "--json")
+    out = json.loads(r.stdout)
+    assert out["tokens"] == len(out["per_token"]) == 21 and out["bits_per_byte"] > 0
+    r = run_cli("score", str(tiny_checkpoint), "--text", "the cat", "--tokens")
+    assert r.returncode == 0 and "bits/byte" in r.stdout
+
+
+def test_long_prompt_warns_and_truncates(tiny_checkpoint):
+    r = run_cli("next", str(tiny_checkpoint), "--prompt", "the cat " * 50, "--json")
+    assert r.returncode == 0
+    assert r.stderr.startswith("warning: prompt is 400 tokens, longer than the context")
+
+
+def test_missing_data_path(tmp_path):
+    r = run_cli("train", "--data", str(tmp_path / "nope.txt"), "--out", str(tmp_path / "o"))
+    assert_one_line_error(r, "nope.txt", "no such file or folder")
+
+
+def test_unreadable_data(tmp_path):
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))
+    assert_one_line_error(run_cli("train", "--data", str(bad), "--out", str(tmp_path / "o")), "latin1.txt", "not UTF-8")
+
+
+def test_empty_corpus(tmp_path):
+    (tmp_path / "empty.txt").write_text("")
+    assert_one_line_error(run_cli("train", "--data", str(tmp_path / "empty.txt"), "--out", str(tmp_path / "o")), "empty")
+
+
+@pytest.mark.parametrize(
+    "toml, fragments",
+    [
+        ("[model]\nn_embed = 64\n", ["unknown config key 'model.n_embed'", "'n_embd'"]),
+        ('[train]\nsteps = "many"\n', ["'train.steps'", "expected int"]),
+        ("[model]\nn_embd = 100\nn_head = 3\n", ["n_embd (100) must be divisible by model.n_head (3)"]),
+        ("[model]\nblock_size = 0\n", ["model.block_size must be at least 1"]),
+    ],
+    ids=["unknown-key", "wrong-type", "not-divisible", "block-size"],
+)
+def test_bad_config(tmp_path, corpus_file, toml, fragments):
+    path = tmp_path / "bad.toml"
+    path.write_text(toml)
+    assert_one_line_error(run_cli("train", str(path), "--data", str(corpus_file), "--out", str(tmp_path / "o")), *fragments)
+
+
+def test_bad_set_and_flags(tmp_path, corpus_file):
+    r = run_cli("train", "--data", str(corpus_file), "--set", "train.stpes=3")
+    assert_one_line_error(r, "train.stpes", "'steps'")
+    r = run_cli("train", "--data", str(corpus_file), "--out", str(tmp_path / "o"), "--steps", "0")
+    assert_one_line_error(r, "--steps")
+
+
+def test_block_size_larger_than_data(tmp_path):
+    small = tmp_path / "small.txt"
+    small.write_text("tiny text\n")
+    r = run_cli("train", "--data", str(small), "--out", str(tmp_path / "o"), "--set", "model.block_size=64")
+    assert_one_line_error(r, "tokens, fewer than block_size + 1")
+
+
+def test_missing_checkpoint(tmp_path):
+    assert_one_line_error(run_cli("sample", str(tmp_path / "nothing")), "does not exist")
+    (tmp_path / "emptydir").mkdir()
+    assert_one_line_error(run_cli("next", str(tmp_path / "emptydir"), "--prompt", "x"), "not a checkpoint")
+
+
+def corrupt_copy(tiny_checkpoint, tmp_path):
+    src = sorted((tiny_checkpoint / "checkpoints").iterdir())[-1]
+    dst = tmp_path / "ckpt"
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_truncated_weights(tiny_checkpoint, tmp_path):
+    ckpt = corrupt_copy(tiny_checkpoint, tmp_path)
+    weights = ckpt / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    assert_one_line_error(run_cli("sample", str(ckpt)), "model.safetensors", "corrupt or truncated")
+
+
+def test_corrupt_config(tiny_checkpoint, tmp_path):
+    ckpt = corrupt_copy(tiny_checkpoint, tmp_path)
+    (ckpt / "config.json").write_text('{"model": {"n_embd": 32')
+    assert_one_line_error(run_cli("sample", str(ckpt)), "config.json", "corrupt")
+
+
+def test_mismatched_weights(tiny_checkpoint, tmp_path):
+    ckpt = corrupt_copy(tiny_checkpoint, tmp_path)
+    config = json.loads((ckpt / "config.json").read_text())
+    config["model"]["n_embd"] = 64
+    (ckpt / "config.json").write_text(json.dumps(config))
+    assert_one_line_error(run_cli("sample", str(ckpt)), "model.safetensors", "do not match the model config")
+
+
+def test_resume_with_changed_shape(tiny_checkpoint, corpus_file, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_checkpoint, run)
+    r = run_cli(*tiny_args(corpus_file, run, steps=40, extra=["model.n_layer=3"]), "--resume")
+    assert_one_line_error(r, "cannot resume", "model.n_layer is 2 there but 3")
+
+
+def test_resume_with_corrupt_state(tiny_checkpoint, corpus_file, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_checkpoint, run)
+    state = sorted((run / "checkpoints").iterdir())[-1] / "train_state.pt"
+    state.write_bytes(state.read_bytes()[:1000])
+    r = run_cli(*tiny_args(corpus_file, run, steps=40), "--resume")
+    assert_one_line_error(r, "train_state.pt", "corrupt or truncated")
+
+
+def test_demo_quick_writes_report(tmp_path):
+    r = run_cli("demo", "--quick", "--out", str(tmp_path / "demo"), timeout=600)
+    assert r.returncode == 0, r.stderr
+    page = (tmp_path / "demo" / "report.html").read_text()
+    for title in ("Model", "Loss curve", "Samples", "Surprisal of held-out text"):
+        assert f"<h2>{title}</h2>" in page
+    assert "data:image/png;base64," in page and "bits</span>" in page
