@@ -49,7 +49,8 @@ class TrainConfig:
     decay_fraction: float = 0.3  # wsd: share of steps spent decaying
     grad_clip: float = 1.0  # 0 disables
     eval_every: int = 100
-    eval_batches: int = 16
+    eval_windows: int = 256  # size of the fixed validation set, in windows
+    eval_context: int = 0  # tokens per validation window; 0 = model.block_size (set it to compare runs of other contexts)
     save_every: int = 0  # 0 = only the final checkpoint
     keep_last: int = 2
     seed: int = 1337
@@ -79,10 +80,12 @@ class RunConfig:
             out.append(f"train.schedule must be one of {', '.join(SCHEDULES)}, got {t.schedule!r}")
         if t.dtype not in DTYPES:
             out.append(f"train.dtype must be one of {', '.join(DTYPES)}, got {t.dtype!r}")
-        for name in ("steps", "batch_size", "eval_every", "eval_batches", "keep_last"):
+        for name in ("steps", "batch_size", "eval_every", "eval_windows", "keep_last"):
             if getattr(t, name) < 1:
                 out.append(f"train.{name} must be at least 1, got {getattr(t, name)}")
-        for name in ("micro_batch_size", "warmup_steps", "save_every", "threads"):
+        if t.eval_context > self.model.block_size:
+            out.append(f"train.eval_context ({t.eval_context}) cannot exceed model.block_size ({self.model.block_size})")
+        for name in ("micro_batch_size", "warmup_steps", "save_every", "threads", "eval_context"):
             if getattr(t, name) < 0:
                 out.append(f"train.{name} must be at least 0, got {getattr(t, name)}")
         for name in ("lr", "muon_lr"):

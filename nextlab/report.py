@@ -37,10 +37,10 @@ def demo_config(quick: bool = False, out: str = "runs/demo") -> RunConfig:
     The full demo is sized for about 5 minutes on 2 CPU cores; --quick for under a minute.
     """
     if quick:
-        train = {"steps": 60, "batch_size": 16, "eval_every": 20, "eval_batches": 4, "warmup_steps": 10}
+        train = {"steps": 60, "batch_size": 16, "eval_every": 20, "eval_windows": 64, "warmup_steps": 10}
         model = {"block_size": 128}
     else:
-        train = {"steps": 600, "batch_size": 32, "eval_every": 50, "eval_batches": 16, "warmup_steps": 30}
+        train = {"steps": 600, "batch_size": 32, "eval_every": 50, "eval_windows": 256, "warmup_steps": 30}
         model = {"block_size": 256}
     return load_config(overrides=[f"out={out!r}"], train=train, model=model)
 

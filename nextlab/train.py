@@ -263,7 +263,8 @@ def train(cfg: RunConfig, resume: bool = False, log=print) -> TrainResult:
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
         metrics_path.write_text("".join(json.dumps(r) + "\n" for r in metrics))
-    eval_offsets = even_offsets(corpus.val, t.eval_batches * micro, mcfg.block_size)
+    eval_context = t.eval_context or mcfg.block_size
+    eval_offsets = even_offsets(corpus.val, t.eval_windows, eval_context)
     tokens_per_byte = corpus.val_tokens_per_byte
 
     def checkpoint(val_loss: float, val_bpb: float) -> Path:
@@ -317,7 +318,7 @@ def train(cfg: RunConfig, resume: bool = False, log=print) -> TrainResult:
                 if metrics:
                     val_loss, val_bpb = metrics[-1]["val_loss"], metrics[-1]["val_bpb"]
             elif step % t.eval_every == 0 or step == t.steps:
-                val_loss = evaluate(model, corpus.val, eval_offsets, mcfg.block_size, micro, device, dtype, rank, world)
+                val_loss = evaluate(model, corpus.val, eval_offsets, eval_context, micro, device, dtype, rank, world)
                 val_bpb = val_loss / math.log(2) * tokens_per_byte
                 row = {
                     "step": step,
@@ -334,7 +335,7 @@ def train(cfg: RunConfig, resume: bool = False, log=print) -> TrainResult:
                 if is_main:
                     with metrics_path.open("a") as f:
                         f.write(json.dumps(row) + "\n")
-                    progress.console.print(
+                    (progress.console.print if t.progress else say)(
                         f"step {step:>6}  val loss {val_loss:.4f} nats/token  {val_bpb:.3f} bits/byte"
                         + (f"  train loss {row['train_loss']:.4f}" if window_steps else "")
                     )
