@@ -93,8 +93,12 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
 
 
 def prune_checkpoints(run_dir: str | Path, keep_last: int) -> None:
+    """Keep the newest `keep_last` checkpoints; also clear leftovers of writes a crash interrupted."""
     for old in list_checkpoints(run_dir)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
+    for leftover in (Path(run_dir) / CHECKPOINTS_DIR).glob(".*-step_*"):
+        if not leftover.name.endswith(f"-{os.getpid()}"):
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

@@ -12,10 +12,11 @@ import base64
 import html
 import io
 import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from nextlab.checkpoint import load_checkpoint
+from nextlab.checkpoint import CHECKPOINTS_DIR, load_checkpoint
 from nextlab.config import RunConfig, load_config
 from nextlab.data import prepare_corpus
 from nextlab.sample import TokenScore, generate, score
@@ -167,6 +168,8 @@ def run_demo(quick: bool = False, out: str = "runs/demo", log=print) -> Path:
     cfg = demo_config(quick, out)
     if quick:
         cfg.train.progress = False
+    # The demo owns its run directory: a new demo replaces the last one.
+    shutil.rmtree(Path(out) / CHECKPOINTS_DIR, ignore_errors=True)
     result = train(cfg, log=log)
     ckpt = load_checkpoint(result.checkpoint)
     temperature = 0.8

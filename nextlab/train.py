@@ -18,6 +18,7 @@ whatever the number of processes. Rank 0 logs and writes checkpoints.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import os
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from nextlab.checkpoint import (
     list_checkpoints,
@@ -175,7 +177,8 @@ def evaluate(model: GPT, data, offsets: torch.Tensor, block_size: int, micro: in
 
 
 def train(cfg: RunConfig, resume: bool = False, log=print) -> TrainResult:
-    cfg.check()
+    """Train per `cfg`; with resume, continue from the latest checkpoint in cfg.out if there is one."""
+    cfg = copy.deepcopy(cfg).check()  # vocab_size is filled in below; the caller's config stays as given
     t = cfg.train
     rank, world, local_rank = _dist_info()
     device = resolve_device(t.device)
@@ -193,12 +196,14 @@ def train(cfg: RunConfig, resume: bool = False, log=print) -> TrainResult:
 
     # Resume point: the latest checkpoint in the run directory, if any.
     start = None
+    found = list_checkpoints(out)
     if resume:
-        found = list_checkpoints(out)
         if found:
             start = found[-1]
         else:
             say(f"no checkpoint in {out}; starting from scratch")
+    elif found:
+        raise NextlabError(f"run directory {out} already has checkpoints; pass --resume to continue it, or choose another --out")
 
     # Data (rank 0 builds the cache first; the others then find it).
     tokenizer = load_tokenizer(start) if start else None
@@ -294,8 +299,6 @@ def train(cfg: RunConfig, resume: bool = False, log=print) -> TrainResult:
         if world > 1:
             dist.barrier()
         return path
-
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     progress = Progress(
         TextColumn("[bold]train"),

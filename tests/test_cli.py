@@ -142,3 +142,9 @@ def test_demo_quick_writes_report(tmp_path):
     for title in ("Model", "Loss curve", "Samples", "Surprisal of held-out text"):
         assert f"<h2>{title}</h2>" in page
     assert "data:image/png;base64," in page and "bits</span>" in page
+
+
+def test_existing_run_needs_resume(tiny_checkpoint, corpus_file, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_checkpoint, run)
+    assert_one_line_error(run_cli(*tiny_args(corpus_file, run, steps=40)), "already has checkpoints", "--resume")
