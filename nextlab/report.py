@@ -41,7 +41,8 @@ def demo_config(quick: bool = False, out: str = "runs/demo") -> RunConfig:
         train = {"steps": 60, "batch_size": 16, "eval_every": 20, "eval_windows": 64, "warmup_steps": 10}
         model = {"block_size": 128}
     else:
-        train = {"steps": 600, "batch_size": 32, "eval_every": 50, "eval_windows": 256, "warmup_steps": 30}
+        train = {"steps": 850, "batch_size": 16, "eval_every": 50, "eval_windows": 128, "warmup_steps": 30,
+                 "muon_lr": 0.04, "lr": 6e-3, "schedule": "wsd"}
         model = {"block_size": 256}
     return load_config(overrides=[f"out={out!r}"], train=train, model=model)
 
