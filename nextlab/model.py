@@ -140,8 +140,9 @@ class Attention(nn.Module):
         q = self.q_proj(x).view(B, T, cfg.n_head, cfg.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(B, T, cfg.n_kv_head, cfg.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(B, T, cfg.n_kv_head, cfg.head_dim).transpose(1, 2)
-        if self.use_qk_norm:
-            q, k = self.q_norm(q), self.k_norm(k)
+        if self.use_qk_norm:  # weights cast to the activations' dtype, so bf16 takes the fused kernel
+            q = F.rms_norm(q, (cfg.head_dim,), self.q_norm.weight.to(q.dtype), self.q_norm.eps)
+            k = F.rms_norm(k, (cfg.head_dim,), self.k_norm.weight.to(k.dtype), self.k_norm.eps)
         if rotary is not None:
             cos, sin = rotary
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
