@@ -3,7 +3,8 @@
     python benchmarks/sample_speed.py [--checkpoint runs/demo] [--tokens 256] [--repeats 3]
 
 Uses the default demo model (a fresh, randomly initialised one unless a
-checkpoint is given: speed does not depend on the weights). Both ways produce
+checkpoint is given: speed does not depend on the weights); --width, --layers
+and --block size a fresh model otherwise. Both ways produce
 the same greedy tokens; the run checks that, then times them alternately.
 """
 
@@ -45,6 +46,9 @@ def main() -> None:
     p.add_argument("--tokens", type=int, default=256, help="new tokens per generation")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--width", type=int, help="fresh model of this width instead of the demo's")
+    p.add_argument("--layers", type=int, help="fresh model with this many layers")
+    p.add_argument("--block", type=int, help="fresh model with this context length")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if args.checkpoint:
@@ -54,6 +58,10 @@ def main() -> None:
         tokenizer = ByteTokenizer()
         cfg = demo_config().model
         cfg.vocab_size = tokenizer.vocab_size
+        if args.width:
+            cfg.n_embd, cfg.n_head = args.width, max(1, args.width // 64)
+        cfg.n_layer = args.layers or cfg.n_layer
+        cfg.block_size = args.block or cfg.block_size
         torch.manual_seed(0)
         model = GPT(cfg).eval()
         with torch.no_grad():  # the modern init starts some weights at zero; make the logits non-trivial
