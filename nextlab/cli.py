@@ -143,6 +143,46 @@ def cmd_demo(args) -> None:
     run_demo(quick=args.quick, out=args.out)
 
 
+def _world_from_args(args):
+    from nextlab.config import parse_override
+    from nextlab.worlds.registry import WorldSpecError, make_world
+
+    knobs = {}
+    for text in args.set or []:
+        keys, value = parse_override(text)
+        knobs[".".join(keys)] = value
+    try:
+        return make_world(args.name, **knobs)
+    except WorldSpecError as e:
+        raise NextlabError(str(e)) from None
+
+
+def cmd_worlds_sample(args) -> None:
+    import random
+
+    world = _world_from_args(args)
+    rng = random.Random(args.seed)
+    for _ in range(args.n):
+        doc = world.sample(rng)
+        print(doc.text)
+        if args.latents:
+            print(f"  latents: {json.dumps(doc.latents)}")
+        print(f"  log p = {world.log_prob(doc.text):.3f} nats  ({-world.log_prob(doc.text) / 0.6931471805599453:.2f} bits)\n")
+
+
+def cmd_worlds_floor(args) -> None:
+    import random
+
+    from nextlab.worlds import optimal_bits_per_byte
+
+    world = _world_from_args(args)
+    rng = random.Random(args.seed)
+    texts = [world.sample(rng).text for _ in range(args.n)]
+    floor = optimal_bits_per_byte(world, texts)
+    mean_bytes = sum(len(t.encode()) for t in texts) / len(texts)
+    print(f"{world.name}: entropy floor {floor:.4f} bits/byte over {args.n} sampled documents ({mean_bytes:.1f} bytes each)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nextlab", description="Train, sample and measure next-token models.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -188,6 +228,21 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_score)
 
+    w = sub.add_parser("worlds", help="look at the worlds: text with a known generator")
+    wsub = w.add_subparsers(dest="worlds_command", required=True)
+    for name, func, helptext in (
+        ("sample", cmd_worlds_sample, "print documents from a world, with their exact log-probability"),
+        ("floor", cmd_worlds_floor, "estimate a world's entropy floor in bits per byte"),
+    ):
+        ws = wsub.add_parser(name, help=helptext)
+        ws.add_argument("name", help="arithmetic | programs | translation | facts | arguments | hmm")
+        ws.add_argument("--n", type=int, default=5 if name == "sample" else 2000, help="documents")
+        ws.add_argument("--seed", type=int, default=0, help="seed for drawing documents")
+        ws.add_argument("--set", action="append", metavar="KNOB=VALUE", help="a world knob, e.g. max_digits=4")
+        if name == "sample":
+            ws.add_argument("--latents", action="store_true", help="also print each document's latents")
+        ws.set_defaults(func=func)
+
     d = sub.add_parser("demo", help="train the default model on the built-in corpus and write a report")
     d.add_argument("--quick", action="store_true", help="a run of under a minute")
     d.add_argument("--out", default="runs/demo")
@@ -196,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_args(args) -> None:
-    for name in ("max_tokens", "num_samples", "k", "steps"):
+    for name in ("max_tokens", "num_samples", "k", "steps", "n"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise NextlabError(f"--{name.replace('_', '-')} must be at least 1, got {value}")

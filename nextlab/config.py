@@ -26,10 +26,14 @@ DTYPES = ("auto", "float32", "bfloat16")
 
 @dataclass
 class DataConfig:
-    path: str = "stdlib"  # a text file, a folder, a glob, or "stdlib" (the built-in corpus)
+    path: str = "stdlib"  # a text file, a folder, a glob, "stdlib" (the built-in corpus), or "" for none
     tokenizer: str = "bytes"  # bytes | chars | bpe
     bpe_vocab_size: int = 4096
     val_fraction: float = 0.1
+    # Generated text with a known generator, mixed in: {name = weight} or {name = {weight = w, knob = value}}.
+    worlds: dict = field(default_factory=dict)
+    world_bytes: int = 2_000_000  # how much world text to generate (train and validation together)
+    world_seed: int = 0
 
 
 @dataclass
@@ -51,6 +55,7 @@ class TrainConfig:
     eval_every: int = 100
     eval_windows: int = 256  # size of the fixed validation set, in windows
     eval_context: int = 0  # tokens per validation window; 0 = model.block_size (set it to compare runs of other contexts)
+    eval_world_docs: int = 64  # whole held-out documents per world scored at each evaluation (0 = none)
     save_every: int = 0  # 0 = only the final checkpoint
     keep_last: int = 2
     seed: int = 1337
@@ -72,6 +77,10 @@ class RunConfig:
         d, t = self.data, self.train
         if d.tokenizer not in TOKENIZERS:
             out.append(f"data.tokenizer must be one of {', '.join(TOKENIZERS)}, got {d.tokenizer!r}")
+        if not d.path and not d.worlds:
+            out.append("data.path is empty and data.worlds names no world: there is nothing to train on")
+        if d.worlds and d.world_bytes < 1000:
+            out.append(f"data.world_bytes must be at least 1000, got {d.world_bytes}")
         if not 0.0 < d.val_fraction < 1.0:
             out.append(f"data.val_fraction must be in (0, 1), got {d.val_fraction}")
         if t.optimizer not in OPTIMIZERS:
@@ -85,7 +94,7 @@ class RunConfig:
                 out.append(f"train.{name} must be at least 1, got {getattr(t, name)}")
         if t.eval_context > self.model.block_size:
             out.append(f"train.eval_context ({t.eval_context}) cannot exceed model.block_size ({self.model.block_size})")
-        for name in ("micro_batch_size", "warmup_steps", "save_every", "threads", "eval_context"):
+        for name in ("micro_batch_size", "warmup_steps", "save_every", "threads", "eval_context", "eval_world_docs"):
             if getattr(t, name) < 0:
                 out.append(f"train.{name} must be at least 0, got {getattr(t, name)}")
         for name in ("lr", "muon_lr"):

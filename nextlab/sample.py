@@ -224,6 +224,37 @@ def token_logprobs(model: GPT, ids: Sequence[int], context: Sequence[int] = ()) 
     return out
 
 
+@torch.inference_mode()
+def document_logprobs(model: GPT, docs: Sequence[Sequence[int]], eot_id: int, batch_size: int = 32) -> list[float]:
+    """Total natural-log probability of each document read from a document boundary: log p(doc, EOT | EOT).
+
+    The closing end-of-text token counts: ending the document is part of predicting it.
+    Documents that fit the context are scored in padded batches, longer ones with `token_logprobs`.
+    Wrap the call in torch.autocast to score under bf16.
+    """
+    device = model.embed_tokens.weight.device
+    block = model.cfg.block_size
+    out = [0.0] * len(docs)
+    short = sorted((i for i, d in enumerate(docs) if len(d) + 1 <= block), key=lambda i: len(docs[i]))
+    for i in set(range(len(docs))) - set(short):
+        out[i] = float(token_logprobs(model, list(docs[i]) + [eot_id], context=[eot_id]).sum())
+    for start in range(0, len(short), batch_size):
+        idx = short[start : start + batch_size]
+        length = max(len(docs[i]) for i in idx) + 1  # inputs: EOT + doc; targets: doc + EOT
+        x = torch.full((len(idx), length), eot_id, dtype=torch.long)
+        y = torch.full((len(idx), length), -1, dtype=torch.long)
+        for row, i in enumerate(idx):
+            d = list(docs[i])
+            x[row, 1 : len(d) + 1] = torch.tensor(d, dtype=torch.long)
+            y[row, : len(d) + 1] = torch.tensor(d + [eot_id], dtype=torch.long)
+        logits, _ = model(x.to(device))
+        lp = F.log_softmax(logits.float(), -1).cpu()
+        picked = lp.gather(2, y.clamp(min=0)[..., None])[..., 0].masked_fill(y < 0, 0.0)
+        for row, i in enumerate(idx):
+            out[i] = float(picked[row].sum())
+    return out
+
+
 def score(model: GPT, tokenizer: Tokenizer, text: str) -> list[TokenScore]:
     """Each token of `text` with its log-probability given everything before it."""
     ids = tokenizer.encode(text)

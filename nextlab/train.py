@@ -44,6 +44,7 @@ from nextlab.config import RunConfig, TrainConfig, config_from_dict
 from nextlab.data import check_fits, even_offsets, prepare_corpus, random_offsets, windows
 from nextlab.errors import NextlabError
 from nextlab.model import GPT, ModelConfig
+from nextlab.sample import document_logprobs
 from nextlab.tokenizer import load_tokenizer
 
 METRICS_FILE = "metrics.jsonl"
@@ -140,10 +141,10 @@ def build_optimizers(model: GPT, t: TrainConfig) -> list[torch.optim.Optimizer]:
 
 def _dist_info() -> tuple[int, int, int]:
     """(rank, world_size, local_rank); (0, 1, 0) outside torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
         return 0, 1, 0
-    return int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0"))
+    return int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def check_resume_compatible(saved: dict, wanted: ModelConfig, source: str) -> None:
@@ -171,30 +172,68 @@ def _read_metrics(path: Path, upto_step: int) -> list[dict]:
 
 
 @torch.no_grad()
-def evaluate(model: GPT, data, offsets: torch.Tensor, block_size: int, micro: int, device, dtype, rank=0, world=1) -> float:
+def evaluate(model: GPT, data, offsets: torch.Tensor, block_size: int, micro: int, device, dtype, rank=0, world_size=1) -> float:
     """Mean next-token loss over fixed windows; under torchrun each rank takes a share and they are summed."""
     model.eval()
     total = torch.zeros(2, dtype=torch.float64, device=device)
-    mine = offsets[rank::world]
+    mine = offsets[rank::world_size]
     for i in range(0, len(mine), micro):
         x, y = windows(data, mine[i : i + micro], block_size)
         with autocast(device, dtype):
             _, loss = model(x.to(device), y.to(device))
         total[0] += loss.double() * len(x)
         total[1] += len(x)
-    if world > 1:
+    if world_size > 1:
         dist.all_reduce(total)
     model.train()
     return (total[0] / total[1]).item()
+
+
+@torch.no_grad()
+def evaluate_worlds(model: GPT, eot_id: int, docs: list[dict], device, dtype, rank=0, world_size=1) -> dict:
+    """Per world: the model's bits per byte on whole held-out documents, their entropy floor, and the excess.
+
+    `docs` holds {"world", "ids", "bytes", "floor_bits"}; under torchrun each rank scores a share.
+    """
+    names = sorted({d["world"] for d in docs})
+    totals = torch.zeros(len(names), 3, dtype=torch.float64)  # model bits, floor bits, bytes
+    mine = docs[rank::world_size]
+    model.eval()
+    with autocast(device, dtype):
+        logprobs = document_logprobs(model, [d["ids"] for d in mine], eot_id)
+    model.train()
+    for d, lp in zip(mine, logprobs):
+        i = names.index(d["world"])
+        totals[i] += torch.tensor([-lp / math.log(2), d["floor_bits"], d["bytes"]], dtype=torch.float64)
+    if world_size > 1:
+        totals = totals.to(device)
+        dist.all_reduce(totals)
+        totals = totals.cpu()
+    out = {}
+    for name, (bits, floor, n_bytes) in zip(names, totals.tolist()):
+        out[name] = {"bpb": bits / n_bytes, "floor_bpb": floor / n_bytes, "excess_bpb": (bits - floor) / n_bytes}
+    return out
+
+
+def world_eval_docs(corpus, tokenizer, per_world: int) -> list[dict]:
+    """The first `per_world` held-out documents of each world, tokenized once."""
+    counts: dict[str, int] = {}
+    out = []
+    for d in corpus.val_world_docs:
+        if counts.get(d["world"], 0) < per_world:
+            counts[d["world"]] = counts.get(d["world"], 0) + 1
+            ids = tokenizer.encode(d["text"])
+            out.append({"world": d["world"], "ids": ids, "bytes": len(d["text"].encode()), "floor_bits": d["floor_bits"]})
+    return out
 
 
 def train(cfg: RunConfig, resume: bool = False, log=print) -> TrainResult:
     """Train per `cfg`; with resume, continue from the latest checkpoint in cfg.out if there is one."""
     cfg = copy.deepcopy(cfg).check()  # vocab_size is filled in below; the caller's config stays as given
     t = cfg.train
-    rank, world, local_rank = _dist_info()
+    rank, world_size, local_rank = _dist_info()
     device = resolve_device(t.device)
-    if world > 1:
+    if world_size > 1:
         if device.type == "cuda":
             device = torch.device("cuda", local_rank)
             torch.cuda.set_device(device)
@@ -221,7 +260,7 @@ def train(cfg: RunConfig, resume: bool = False, log=print) -> TrainResult:
     tokenizer = load_tokenizer(start) if start else None
     if is_main:
         corpus = prepare_corpus(cfg.data, tokenizer, log=say)
-    if world > 1:
+    if world_size > 1:
         dist.barrier()
     if not is_main:
         corpus = prepare_corpus(cfg.data, tokenizer, log=say)
@@ -235,12 +274,12 @@ def train(cfg: RunConfig, resume: bool = False, log=print) -> TrainResult:
         check_resume_compatible(read_config(start), mcfg, str(start / "config.json"))
     check_fits(corpus, mcfg.block_size)
 
-    micro = t.micro_batch_size or t.batch_size // world
-    if micro < 1 or t.batch_size % (micro * world):
+    micro = t.micro_batch_size or t.batch_size // world_size
+    if micro < 1 or t.batch_size % (micro * world_size):
         raise NextlabError(
-            f"train.batch_size ({t.batch_size}) must be a multiple of micro_batch_size ({micro}) x processes ({world})"
+            f"train.batch_size ({t.batch_size}) must be a multiple of micro_batch_size ({micro}) x processes ({world_size})"
         )
-    accum = t.batch_size // (micro * world)
+    accum = t.batch_size // (micro * world_size)
 
     # Model and optimizers; same seed -> same initial weights on every rank.
     torch.manual_seed(t.seed)
@@ -265,14 +304,14 @@ def train(cfg: RunConfig, resume: bool = False, log=print) -> TrainResult:
         train_seconds, wall_offset = state["train_seconds"], state["wall_seconds"]
         resumed_step = step
         say(f"resumed from {start} at step {step}")
-    trained = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    trained = torch.nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
 
     n_params, n_non_emb = model.num_params(), model.num_params(non_embedding=True)
     tokens_per_step = t.batch_size * mcfg.block_size
     say(
         f"model {mcfg.arch}: {n_params / 1e6:.2f}M parameters ({n_non_emb / 1e6:.2f}M non-embedding), "
         f"{corpus.meta['train_tokens'] / 1e6:.2f}M train tokens, {tokens_per_step} tokens/step, "
-        f"dtype {str(dtype).removeprefix('torch.')}, device {device}" + (f", {world} processes" if world > 1 else "")
+        f"dtype {str(dtype).removeprefix('torch.')}, device {device}" + (f", {world_size} processes" if world_size > 1 else "")
     )
 
     metrics_path = out / "metrics.jsonl"
@@ -283,6 +322,7 @@ def train(cfg: RunConfig, resume: bool = False, log=print) -> TrainResult:
     eval_context = t.eval_context or mcfg.block_size
     eval_offsets = even_offsets(corpus.val, t.eval_windows, eval_context)
     tokens_per_byte = corpus.val_tokens_per_byte
+    world_docs = world_eval_docs(corpus, tokenizer, t.eval_world_docs)
 
     def checkpoint(val_loss: float, val_bpb: float) -> Path:
         path = step_dir(out, step)
@@ -308,7 +348,7 @@ def train(cfg: RunConfig, resume: bool = False, log=print) -> TrainResult:
             }
             save_checkpoint(path, model, tokenizer, info, state)
             prune_checkpoints(out, t.keep_last)
-        if world > 1:
+        if world_size > 1:
             dist.barrier()
         return path
 
@@ -333,7 +373,7 @@ def train(cfg: RunConfig, resume: bool = False, log=print) -> TrainResult:
                 if metrics:
                     val_loss, val_bpb = metrics[-1]["val_loss"], metrics[-1]["val_bpb"]
             elif step % t.eval_every == 0 or step == t.steps:
-                val_loss = evaluate(model, corpus.val, eval_offsets, eval_context, micro, device, dtype, rank, world)
+                val_loss = evaluate(model, corpus.val, eval_offsets, eval_context, micro, device, dtype, rank, world_size)
                 val_bpb = val_loss / math.log(2) * tokens_per_byte
                 row = {
                     "step": step,
@@ -346,6 +386,8 @@ def train(cfg: RunConfig, resume: bool = False, log=print) -> TrainResult:
                     "lr": optimizers[-1].param_groups[0]["lr"],
                     "tokens_per_s": window_tokens / window_time if window_time else None,
                 }
+                if world_docs:
+                    row["worlds"] = evaluate_worlds(model, tokenizer.eot_id, world_docs, device, dtype, rank, world_size)
                 metrics.append(row)
                 if is_main:
                     with metrics_path.open("a") as f:
@@ -353,6 +395,8 @@ def train(cfg: RunConfig, resume: bool = False, log=print) -> TrainResult:
                     (progress.console.print if t.progress else say)(
                         f"step {step:>6}  val loss {val_loss:.4f} nats/token  {val_bpb:.3f} bits/byte"
                         + (f"  train loss {row['train_loss']:.4f}" if window_steps else "")
+                        + ("\n" + " " * 14 + "excess over floor, bits/byte: " if world_docs else "")
+                        + ", ".join(f"{name} {w['excess_bpb']:.3f}" for name, w in row.get("worlds", {}).items())
                     )
                 window_loss, window_steps, window_tokens, window_time = 0.0, 0, 0, 0.0
             if step == t.steps:
@@ -366,12 +410,12 @@ def train(cfg: RunConfig, resume: bool = False, log=print) -> TrainResult:
                 for group in opt.param_groups:
                     group["lr"] = group["peak_lr"] * mult
             offsets = random_offsets(corpus.train, t.batch_size, mcfg.block_size, data_gen)
-            mine = offsets.view(accum, world, micro)[:, rank]
+            mine = offsets.view(accum, world_size, micro)[:, rank]
             step_loss = torch.zeros((), device=device)
             for i in range(accum):
                 x, y = windows(corpus.train, mine[i], mcfg.block_size)
                 x, y = x.to(device), y.to(device)
-                sync = i == accum - 1 or world == 1
+                sync = i == accum - 1 or world_size == 1
                 with contextlib.nullcontext() if sync else trained.no_sync():
                     with autocast(device, dtype):
                         _, loss = trained(x, y)
@@ -382,7 +426,7 @@ def train(cfg: RunConfig, resume: bool = False, log=print) -> TrainResult:
             for opt in optimizers:
                 opt.step()
             model.zero_grad(set_to_none=True)
-            if world > 1:
+            if world_size > 1:
                 dist.all_reduce(step_loss, op=dist.ReduceOp.AVG)
             loss_value = step_loss.item()
             if not math.isfinite(loss_value):
@@ -399,6 +443,6 @@ def train(cfg: RunConfig, resume: bool = False, log=print) -> TrainResult:
 
     final = checkpoint(val_loss, val_bpb)
     say(f"done: val loss {val_loss:.4f} nats/token, {val_bpb:.3f} bits/byte; checkpoint {final}")
-    if world > 1:
+    if world_size > 1:
         dist.destroy_process_group()
     return TrainResult(out, final, val_loss, val_bpb, metrics)

@@ -1,0 +1,11 @@
+"""Worlds: text whose generator is known exactly, so the best possible loss is a number.
+
+Each world lives in its own module (arithmetic, programs, translation, facts,
+arguments, hmm); `base` holds the interface and the floor, `registry` builds
+worlds and mixtures by name.
+"""
+
+from nextlab.worlds.base import Document, Mixture, World, optimal_bits_per_byte
+from nextlab.worlds.registry import ALL_WORLDS, WORLDS, make_mixture, make_world
+
+__all__ = ["ALL_WORLDS", "WORLDS", "Document", "Mixture", "World", "make_mixture", "make_world", "optimal_bits_per_byte"]

@@ -1,0 +1,66 @@
+"""Worlds by name, and mixtures built from a config table.
+
+    make_world("arithmetic", max_digits=3, seed=1)
+    make_mixture({"arithmetic": 1.0, "hmm": {"weight": 2.0, "process": "mess3"}})
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+
+from nextlab.worlds.base import Mixture, World
+
+# name -> (module, class); imported on first use so `nextlab` starts fast.
+WORLDS = {
+    "hmm": ("nextlab.worlds.hmm", "HMM"),
+}
+
+
+class WorldSpecError(ValueError):
+    """An unknown world or knob; the message names it."""
+
+
+def world_class(name: str):
+    if name not in WORLDS:
+        close = difflib.get_close_matches(name, WORLDS, n=2)
+        hint = f"; did you mean {', '.join(close)}?" if close else f"; choose from {', '.join(WORLDS)}"
+        raise WorldSpecError(f"unknown world {name!r}{hint}")
+    module, cls = WORLDS[name]
+    return getattr(importlib.import_module(module), cls)
+
+
+def make_world(name: str, **knobs) -> World:
+    cls = world_class(name)
+    try:
+        return cls(**knobs)
+    except TypeError as e:
+        raise WorldSpecError(f"world {name!r}: {e}") from None
+    except ValueError as e:
+        raise WorldSpecError(f"world {name!r}: {e}") from None
+
+
+def parse_spec(spec: dict) -> list[tuple[str, float, dict]]:
+    """{name: weight | {weight: w, knob: value}} -> [(name, weight, knobs)] in a stable order."""
+    out = []
+    for name, value in spec.items():
+        if isinstance(value, bool) or not isinstance(value, int | float | dict):
+            raise WorldSpecError(f"world {name!r}: expected a weight or a table of knobs, got {value!r}")
+        knobs = dict(value) if isinstance(value, dict) else {}
+        weight = knobs.pop("weight", 1.0) if isinstance(value, dict) else value
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or weight <= 0:
+            raise WorldSpecError(f"world {name!r}: weight must be a positive number, got {weight!r}")
+        out.append((name, float(weight), knobs))
+    return out
+
+
+def make_mixture(spec: dict, seed: int = 0) -> Mixture:
+    """A mixture from a config table; each world's structure seed defaults to `seed`."""
+    parsed = parse_spec(spec)
+    if not parsed:
+        raise WorldSpecError("no worlds given")
+    worlds = [make_world(name, **{"seed": seed, **knobs}) for name, _, knobs in parsed]
+    return Mixture(worlds, [w for _, w, _ in parsed])
+
+
+ALL_WORLDS = {name: 1.0 for name in WORLDS}
