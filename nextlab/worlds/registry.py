@@ -13,6 +13,8 @@ from nextlab.worlds.base import Mixture, World
 
 # name -> (module, class); imported on first use so `nextlab` starts fast.
 WORLDS = {
+    "arithmetic": ("nextlab.worlds.arithmetic", "Arithmetic"),
+    "arguments": ("nextlab.worlds.arguments", "Arguments"),
     "hmm": ("nextlab.worlds.hmm", "HMM"),
 }
 
