@@ -16,6 +16,8 @@ WORLDS = {
     "arithmetic": ("nextlab.worlds.arithmetic", "Arithmetic"),
     "arguments": ("nextlab.worlds.arguments", "Arguments"),
     "hmm": ("nextlab.worlds.hmm", "HMM"),
+    "translation": ("nextlab.worlds.translation", "Translation"),
+    "facts": ("nextlab.worlds.facts", "Facts"),
 }
 
 
