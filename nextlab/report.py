@@ -28,7 +28,7 @@ from nextlab.train import train
 from nextlab.worlds import ALL_WORLDS
 
 REPORT_FILE = "report.html"
-DEMO_PROMPTS = ("def ", "class ", "import ")
+DEMO_PROMPTS = ("def ", "import ", "23 + 58 =", "Q: Where was", "the small dog that sees the cats runs =>", "All ")
 
 
 @dataclass
@@ -229,6 +229,6 @@ def run_demo(quick: bool = False, out: str = "runs/demo", log=print) -> Path:
     ]
     sections = [s for s in sections if s is not None]
     path = Path(out) / REPORT_FILE
-    path.write_text(render("nextlab demo: next-token prediction on Python source", sections))
+    path.write_text(render("nextlab demo: next-token prediction on Python source and worlds", sections))
     log(f"wrote {path}")
     return path

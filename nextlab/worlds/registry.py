@@ -16,6 +16,7 @@ WORLDS = {
     "arithmetic": ("nextlab.worlds.arithmetic", "Arithmetic"),
     "arguments": ("nextlab.worlds.arguments", "Arguments"),
     "hmm": ("nextlab.worlds.hmm", "HMM"),
+    "programs": ("nextlab.worlds.programs", "Programs"),
     "translation": ("nextlab.worlds.translation", "Translation"),
     "facts": ("nextlab.worlds.facts", "Facts"),
 }
