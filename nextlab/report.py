@@ -164,7 +164,8 @@ def model_card_section(config: dict) -> Section:
         ("architecture", f"{m['arch']}: {m['n_layer']} layers, {m['n_head']} heads, {m['n_embd']} wide, context {m['block_size']}"),
         ("parameters", f"{config['params']:,} ({config['non_embedding_params']:,} non-embedding)"),
         ("tokenizer", f"{config['tokenizer']} ({m['vocab_size']} tokens)"),
-        ("training data", f"{d['path']}: {d['documents']} documents, {d['train_tokens']:,} train tokens"),
+        ("training data", f"{d['path']}{' + worlds ' + ', '.join(d['worlds']) if d.get('worlds') else ''}: "
+                          f"{d['documents']:,} documents, {d['train_tokens']:,} train tokens"),
         ("tokens seen", f"{config['tokens_seen']:,} in {config['step']} steps"),
         ("validation loss", f"{config['val_loss']:.4f} nats/token, {config['val_bpb']:.3f} bits/byte"),
     ]

@@ -344,7 +344,7 @@ def train(cfg: RunConfig, resume: bool = False, log=print) -> TrainResult:
                 "val_bpb": val_bpb,
                 "params": n_params,
                 "non_embedding_params": n_non_emb,
-                "data": {k: corpus.meta[k] for k in ("path", "documents", "train_tokens", "val_tokens")},
+                "data": {k: corpus.meta[k] for k in ("path", "worlds", "documents", "train_tokens", "val_tokens")},
             }
             save_checkpoint(path, model, tokenizer, info, state)
             prune_checkpoints(out, t.keep_last)
