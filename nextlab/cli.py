@@ -143,6 +143,48 @@ def cmd_demo(args) -> None:
     run_demo(quick=args.quick, out=args.out)
 
 
+def cmd_eval(args) -> None:
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from nextlab.evals import CONTINUOUS, DISCONTINUOUS, evaluate_task, get_task
+    from nextlab.evals.run import default_tasks
+
+    ckpt = _load(args.checkpoint)
+    data = ckpt.config.get("run", {}).get("data", {})
+    names = [t for t in args.tasks.split(",") if t] if args.tasks else default_tasks(data)
+    try:
+        shots = sorted({int(k) for k in args.shots.split(",")})
+    except ValueError:
+        raise NextlabError(f"--shots must be comma-separated integers, got {args.shots!r}") from None
+    if any(k < 0 for k in shots):
+        raise NextlabError(f"--shots must be >= 0, got {args.shots!r}")
+    tasks = [get_task(n, args.n, args.seed, data.get("worlds"), data.get("world_seed", 0)) for n in names]
+    rows = []
+    with Progress(transient=True) as progress:
+        bar = progress.add_task("evaluating", total=len(tasks) * len(shots))
+        for task in tasks:
+            for k in shots:
+                rows.append(evaluate_task(ckpt.model, ckpt.tokenizer, task, k, args.seed))
+                progress.advance(bar)
+    table = Table(title=f"{ckpt.path}: tasks as continuations (mean ± standard error)")
+    for col in ("task", "k", "n", *DISCONTINUOUS, *CONTINUOUS):
+        table.add_column(col, justify="left" if col == "task" else "right")
+    for r in rows:
+        cells = [f"{r[m]['mean']:.3f}±{r[m]['se']:.3f}" if m in r else "" for m in DISCONTINUOUS + CONTINUOUS]
+        k = f"{r['shots']}" + (f" ({r['shots_used']:.1f} fit)" if r["shots_used"] < r["shots"] else "")
+        table.add_row(r["task"], k, str(r["n"]), *cells)
+    Console().print(table)
+    dropped = [r for r in rows if r["shots_used"] < r["shots"]]
+    if dropped:
+        print(f"note: shots that did not fit the context ({ckpt.model.cfg.block_size} tokens) were dropped for "
+              + ", ".join(sorted({r["task"] for r in dropped})), file=sys.stderr)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"checkpoint": str(ckpt.path), "results": rows}, indent=1))
+        print(f"wrote {args.json}")
+
+
 def _world_from_args(args):
     from nextlab.config import parse_override
     from nextlab.worlds.registry import WorldSpecError, make_world
@@ -227,6 +269,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--tokens", action="store_true", help="print every token's surprisal")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_score)
+
+    e = sub.add_parser("eval", help="zero- and few-shot tasks, both metric families")
+    e.add_argument("checkpoint")
+    e.add_argument("--tasks", help="comma-separated task names or .jsonl files (default: the worlds the model trained on)")
+    e.add_argument("--shots", default="0,1,4", help="comma-separated k values (default 0,1,4)")
+    e.add_argument("--n", type=int, default=500, help="items per task")
+    e.add_argument("--seed", type=int, default=1234)
+    e.add_argument("--json", help="write the results to this file")
+    e.set_defaults(func=cmd_eval)
 
     w = sub.add_parser("worlds", help="look at the worlds: text with a known generator")
     wsub = w.add_subparsers(dest="worlds_command", required=True)

@@ -56,6 +56,10 @@ class TrainConfig:
     eval_windows: int = 256  # size of the fixed validation set, in windows
     eval_context: int = 0  # tokens per validation window; 0 = model.block_size (set it to compare runs of other contexts)
     eval_world_docs: int = 64  # whole held-out documents per world scored at each evaluation (0 = none)
+    eval_tasks: list = field(default_factory=list)  # task names (nextlab.evals) scored during training
+    eval_tasks_every: int = 0  # steps between task evaluations; 0 = eval_every
+    eval_task_items: int = 32  # items per task at each of those evaluations
+    eval_task_shots: int = 0  # k solved examples before each item
     save_every: int = 0  # 0 = only the final checkpoint
     keep_last: int = 2
     seed: int = 1337
@@ -94,7 +98,8 @@ class RunConfig:
                 out.append(f"train.{name} must be at least 1, got {getattr(t, name)}")
         if t.eval_context > self.model.block_size:
             out.append(f"train.eval_context ({t.eval_context}) cannot exceed model.block_size ({self.model.block_size})")
-        for name in ("micro_batch_size", "warmup_steps", "save_every", "threads", "eval_context", "eval_world_docs"):
+        for name in ("micro_batch_size", "warmup_steps", "save_every", "threads", "eval_context", "eval_world_docs",
+                     "eval_tasks_every", "eval_task_items", "eval_task_shots"):
             if getattr(t, name) < 0:
                 out.append(f"train.{name} must be at least 0, got {getattr(t, name)}")
         for name in ("lr", "muon_lr"):

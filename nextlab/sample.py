@@ -130,13 +130,15 @@ def generate_stream(
     stop: Sequence[str] = (),
     stop_at_eot: bool = True,
     top_n: int = 0,
+    context: Sequence[int] | None = None,
 ) -> Iterator[GeneratedToken]:
     """Sample a continuation token by token, with the KV cache.
 
     temperature 0 is greedy. Yields each token with the text it adds, its
     log-probability and (top_n > 0) the top candidates it was drawn from.
     Generation ends at max_new_tokens, at end-of-text, or at a stop string
-    (which is not included in the text).
+    (which is not included in the text). `context`, if given, is the token ids to
+    continue (used as they are, instead of EOT + the encoded prompt).
     """
     block = model.cfg.block_size
     device = model.embed_tokens.weight.device
@@ -145,7 +147,7 @@ def generate_stream(
         gen.manual_seed(seed)
     else:
         gen.seed()
-    ids = prompt_ids(tokenizer, prompt, block)
+    ids = prompt_ids(tokenizer, prompt, block) if context is None else list(context)[-(block - 1) :]
     cache = model.make_cache(1)
     logits, _ = model(torch.tensor([ids], device=device), cache=cache)
     logits = logits[0, -1].float()
@@ -224,35 +226,56 @@ def token_logprobs(model: GPT, ids: Sequence[int], context: Sequence[int] = ()) 
     return out
 
 
-@torch.inference_mode()
-def document_logprobs(model: GPT, docs: Sequence[Sequence[int]], eot_id: int, batch_size: int = 32) -> list[float]:
-    """Total natural-log probability of each document read from a document boundary: log p(doc, EOT | EOT).
+@dataclass
+class ContinuationScore:
+    logprobs: torch.Tensor  # log p of each continuation token given the context and the tokens before it
+    greedy: torch.Tensor  # bool per token: was it the model's most likely next token (teacher forcing)?
 
-    The closing end-of-text token counts: ending the document is part of predicting it.
-    Documents that fit the context are scored in padded batches, longer ones with `token_logprobs`.
+
+@torch.inference_mode()
+def score_continuations(
+    model: GPT, contexts: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]], batch_size: int = 32
+) -> list[ContinuationScore]:
+    """Score each continuation after its context: per-token log-probabilities and greedy hits.
+
+    Pairs that fit the context window are scored in right-padded batches (padding only ever
+    follows the real tokens, so causal attention never sees it); longer ones, one at a time
+    with `token_logprobs` (their greedy hits are not computed and read False).
     Wrap the call in torch.autocast to score under bf16.
     """
     device = model.embed_tokens.weight.device
     block = model.cfg.block_size
-    out = [0.0] * len(docs)
-    short = sorted((i for i, d in enumerate(docs) if len(d) + 1 <= block), key=lambda i: len(docs[i]))
-    for i in set(range(len(docs))) - set(short):
-        out[i] = float(token_logprobs(model, list(docs[i]) + [eot_id], context=[eot_id]).sum())
-    for start in range(0, len(short), batch_size):
-        idx = short[start : start + batch_size]
-        length = max(len(docs[i]) for i in idx) + 1  # inputs: EOT + doc; targets: doc + EOT
-        x = torch.full((len(idx), length), eot_id, dtype=torch.long)
-        y = torch.full((len(idx), length), -1, dtype=torch.long)
-        for row, i in enumerate(idx):
-            d = list(docs[i])
-            x[row, 1 : len(d) + 1] = torch.tensor(d, dtype=torch.long)
-            y[row, : len(d) + 1] = torch.tensor(d + [eot_id], dtype=torch.long)
+    out: list[ContinuationScore | None] = [None] * len(contexts)
+    fits = [i for i in range(len(contexts)) if len(contexts[i]) + len(continuations[i]) - 1 <= block]
+    for i in sorted(set(range(len(contexts))) - set(fits)):
+        lp = token_logprobs(model, continuations[i], context=contexts[i])
+        out[i] = ContinuationScore(lp, torch.zeros(len(lp), dtype=torch.bool))
+    fits.sort(key=lambda i: len(contexts[i]) + len(continuations[i]))
+    for start in range(0, len(fits), batch_size):
+        idx = fits[start : start + batch_size]
+        seqs = [list(contexts[i]) + list(continuations[i]) for i in idx]
+        length = max(len(s) for s in seqs) - 1
+        x = torch.zeros((len(idx), length), dtype=torch.long)
+        for row, s in enumerate(seqs):
+            x[row, : len(s) - 1] = torch.tensor(s[:-1], dtype=torch.long)
         logits, _ = model(x.to(device))
         lp = F.log_softmax(logits.float(), -1).cpu()
-        picked = lp.gather(2, y.clamp(min=0)[..., None])[..., 0].masked_fill(y < 0, 0.0)
+        best = lp.argmax(-1)
         for row, i in enumerate(idx):
-            out[i] = float(picked[row].sum())
+            c, n = len(contexts[i]), len(continuations[i])
+            positions = torch.arange(c - 1, c - 1 + n)  # logits at position p predict token p + 1
+            targets = torch.tensor(list(continuations[i]), dtype=torch.long)
+            out[i] = ContinuationScore(lp[row, positions, targets], best[row, positions] == targets)
     return out
+
+
+def document_logprobs(model: GPT, docs: Sequence[Sequence[int]], eot_id: int, batch_size: int = 32) -> list[float]:
+    """Total natural-log probability of each document read from a document boundary: log p(doc, EOT | EOT).
+
+    The closing end-of-text token counts: ending the document is part of predicting it.
+    """
+    scores = score_continuations(model, [[eot_id]] * len(docs), [list(d) + [eot_id] for d in docs], batch_size)
+    return [float(s.logprobs.sum()) for s in scores]
 
 
 def score(model: GPT, tokenizer: Tokenizer, text: str) -> list[TokenScore]:

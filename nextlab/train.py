@@ -215,6 +215,17 @@ def evaluate_worlds(model: GPT, eot_id: int, docs: list[dict], device, dtype, ra
     return out
 
 
+def evaluate_tasks(model: GPT, tokenizer, tasks: list, shots: int, device, dtype) -> dict:
+    """Both metric families (means) for each task; every rank computes the same numbers."""
+    from nextlab.evals import evaluate_task
+
+    model.eval()
+    with autocast(device, dtype):
+        results = {task.name: evaluate_task(model, tokenizer, task, shots) for task in tasks}
+    model.train()
+    return {name: {m: v["mean"] for m, v in r.items() if isinstance(v, dict)} for name, r in results.items()}
+
+
 def world_eval_docs(corpus, tokenizer, per_world: int) -> list[dict]:
     """The first `per_world` held-out documents of each world, tokenized once."""
     counts: dict[str, int] = {}
@@ -323,6 +334,11 @@ def train(cfg: RunConfig, resume: bool = False, log=print) -> TrainResult:
     eval_offsets = even_offsets(corpus.val, t.eval_windows, eval_context)
     tokens_per_byte = corpus.val_tokens_per_byte
     world_docs = world_eval_docs(corpus, tokenizer, t.eval_world_docs)
+    tasks = []
+    if t.eval_tasks:
+        from nextlab.evals import get_task  # evals sits beside train; imported only when asked for
+
+        tasks = [get_task(name, t.eval_task_items, 1234, cfg.data.worlds, cfg.data.world_seed) for name in t.eval_tasks]
 
     def checkpoint(val_loss: float, val_bpb: float) -> Path:
         path = step_dir(out, step)
@@ -388,6 +404,8 @@ def train(cfg: RunConfig, resume: bool = False, log=print) -> TrainResult:
                 }
                 if world_docs:
                     row["worlds"] = evaluate_worlds(model, tokenizer.eot_id, world_docs, device, dtype, rank, world_size)
+                if tasks and (step % (t.eval_tasks_every or t.eval_every) == 0 or step == t.steps):
+                    row["tasks"] = evaluate_tasks(model, tokenizer, tasks, t.eval_task_shots, device, dtype)
                 metrics.append(row)
                 if is_main:
                     with metrics_path.open("a") as f:

@@ -1,0 +1,144 @@
+"""Run tasks on a model: few-shot prompts, both families of metrics, standard errors.
+
+Discontinuous metrics: exact match of the greedy continuation, multiple-choice accuracy.
+Continuous metrics: log-probability of the target (total and per character), per-token
+accuracy of the target under teacher forcing, normalized edit distance between the greedy
+output and the target, Brier score for multiple choice. Every metric comes with its
+standard error (standard deviation of the per-item values / sqrt(n)) and n.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+import torch
+
+from nextlab.evals.tasks import Item, Task
+from nextlab.model import GPT
+from nextlab.sample import generate_stream, score_continuations
+from nextlab.tokenizer import Tokenizer
+
+DISCONTINUOUS = ("exact_match", "mc_accuracy")
+CONTINUOUS = ("target_logprob", "logprob_per_char", "token_accuracy", "edit_distance", "brier")
+
+
+@dataclass
+class Prompted:
+    context: list[int]  # token ids the target follows
+    target: list[int]
+    shots: int  # shots actually used (fewer than asked when they did not fit)
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance (insertions, deletions, substitutions)."""
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1]
+
+
+def mean_and_se(values: list[float]) -> tuple[float, float]:
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, float("nan")
+    var = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return mean, math.sqrt(var / n)
+
+
+def build_context(task: Task, item: Item, k: int, tokenizer: Tokenizer, block_size: int, rng: random.Random) -> Prompted:
+    """EOT, then k solved examples, then the prompt; shots are dropped, last first, until it fits the context."""
+    pool = item.shots if item.shots is not None else task.shots
+    shots = rng.sample(pool, min(k, len(pool))) if k else []
+    if item.shots is not None:
+        rng.shuffle(shots)
+    target = tokenizer.encode(item.target)
+    eot = tokenizer.eot_id
+    while True:
+        if task.separator is None:  # each shot is its own document
+            ids = [eot]
+            for s in shots:
+                ids += tokenizer.encode(s.prompt + s.target) + [eot]
+            ids += tokenizer.encode(item.prompt)
+        else:
+            text = "".join(s.prompt + s.target + task.separator for s in shots) + item.prompt
+            ids = [eot] + tokenizer.encode(text)
+        if len(ids) + len(target) + 1 <= block_size or not shots:
+            break
+        shots = shots[:-1]
+    return Prompted(ids, target, len(shots))
+
+
+@torch.inference_mode()
+def evaluate_task(
+    model: GPT, tokenizer: Tokenizer, task: Task, shots: int = 0, seed: int = 0, batch_size: int = 32, greedy: bool = True
+) -> dict:
+    """Both metric families for one task at k = `shots`; {metric: {"mean", "se"}} plus n and shots used."""
+    rng = random.Random(seed)
+    block = model.cfg.block_size
+    prompted = [build_context(task, item, shots, tokenizer, block, rng) for item in task.items]
+    scores = score_continuations(model, [p.context for p in prompted], [p.target for p in prompted], batch_size)
+    per_item: dict[str, list[float]] = {m: [] for m in DISCONTINUOUS + CONTINUOUS}
+    for item, p, s in zip(task.items, prompted, scores):
+        lp = float(s.logprobs.sum())
+        per_item["target_logprob"].append(lp)
+        per_item["logprob_per_char"].append(lp / max(1, len(item.target)))
+        per_item["token_accuracy"].append(float(s.greedy.float().mean()) if len(s.greedy) else 0.0)
+        if greedy:
+            n_new = len(p.target) + (1 if item.ends_document else 0)
+            out = "".join(
+                t.text
+                for t in generate_stream(
+                    model, tokenizer, max_new_tokens=n_new, temperature=0, context=p.context, stop_at_eot=True
+                )
+            )
+            per_item["exact_match"].append(float(out == item.target))
+            per_item["edit_distance"].append(edit_distance(out, item.target) / max(1, len(out), len(item.target)))
+    mc = [(i, item) for i, item in enumerate(task.items) if item.choices]
+    if mc:
+        contexts, continuations = [], []
+        for i, item in mc:
+            for choice in item.choices:
+                contexts.append(prompted[i].context)
+                continuations.append(tokenizer.encode(choice))
+        choice_scores = score_continuations(model, contexts, continuations, batch_size)
+        at = 0
+        for _, item in mc:
+            lps = torch.tensor([float(choice_scores[at + j].logprobs.sum()) for j in range(len(item.choices))])
+            at += len(item.choices)
+            probs = torch.softmax(lps, 0)
+            onehot = torch.zeros_like(probs)
+            onehot[item.answer] = 1.0
+            per_item["mc_accuracy"].append(float(int(lps.argmax()) == item.answer))
+            per_item["brier"].append(float(((probs - onehot) ** 2).sum()))
+    result = {"task": task.name, "shots": shots, "n": len(task.items)}
+    result["shots_used"] = sum(p.shots for p in prompted) / max(1, len(prompted))
+    for metric, values in per_item.items():
+        if values:
+            mean, se = mean_and_se(values)
+            result[metric] = {"mean": mean, "se": se}
+    return result
+
+
+def default_tasks(run_data: dict) -> list[str]:
+    """The built-in tasks that fit a model: those of the worlds it trained on, their OOD splits, and icl_mapping."""
+    from nextlab.evals.tasks import BUILTIN_TASKS
+
+    worlds = set((run_data or {}).get("worlds") or {})
+    return [t for t in BUILTIN_TASKS if t.removesuffix("_ood") in worlds] + ["icl_mapping"]
+
+
+def evaluate(model: GPT, tokenizer: Tokenizer, tasks: list[Task], shots: list[int], seed: int = 0, progress=None) -> list[dict]:
+    """Every task at every k; a list of result rows (see evaluate_task)."""
+    rows = []
+    for task in tasks:
+        for k in shots:
+            rows.append(evaluate_task(model, tokenizer, task, k, seed))
+            if progress is not None:
+                progress()
+    return rows

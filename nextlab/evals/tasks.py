@@ -1,0 +1,223 @@
+"""Tasks as continuations: items built from the worlds, from JSONL files, and pure in-context tasks.
+
+A task item is a prompt and a target continuation, optionally with choices (one
+correct). Built-in tasks cut held-out world documents at the answer:
+
+    arithmetic    "12 x 7 = " -> "84"               (arithmetic_ood: more digits than training)
+    programs      "...\\n# prints " -> "8"           (programs_ood: deeper nesting than training)
+    translation   "the dog runs => " -> "lu bunfera ..."
+    facts         "Q: Where was X born? A: " -> "Vardel"   (facts_ood: people whose Q/A never appeared)
+    arguments     "All a are b. ... => " -> "yes" | "no"   (arguments_ood: longer chains)
+    hmm           a prefix of a Mess3 sequence -> its next symbol
+    icl_mapping   a fresh random letter -> digit mapping per item, shown only in the shots
+
+The world tasks use the same world knobs and seed as the model's training data
+(pass `world_spec`), and draw their documents with a separate seed.
+
+Few-shot examples come from a pool of solved items disjoint from the evaluated
+ones. World shots are whole documents separated by end-of-text, exactly as
+documents are separated in training; JSONL and in-context tasks join shots with
+their `separator` string.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nextlab.errors import NextlabError
+from nextlab.worlds.registry import WorldSpecError, make_world, parse_spec
+
+SHOT_POOL = 16  # solved items kept per task for few-shot prompts
+
+
+@dataclass
+class Item:
+    prompt: str
+    target: str
+    choices: list[str] | None = None
+    answer: int | None = None  # index of the correct choice
+    ends_document: bool = True  # the target is followed by end-of-text (a greedy answer must stop there)
+    shots: list[Item] | None = None  # item-specific shot pool (pure in-context tasks)
+
+
+@dataclass
+class Task:
+    name: str
+    items: list[Item]
+    shots: list[Item] = field(default_factory=list)
+    separator: str | None = None  # None: shots are separate documents; else joined by this string
+    description: str = ""
+
+
+def _world_knobs(world_spec: dict | None, name: str, seed: int) -> dict:
+    for world, _, knobs in parse_spec(world_spec or {}):
+        if world == name:
+            return {"seed": seed, **knobs}
+    return {"seed": seed}
+
+
+def _cut(text: str, span) -> Item:
+    start, end = span
+    return Item(text[:start], text[start:end])
+
+
+def _world_items(world, rng: random.Random, n: int, make_item, keep=lambda doc: True, limit: int = 200_000) -> list[Item]:
+    items, seen = [], set()
+    for _ in range(limit):
+        if len(items) == n:
+            break
+        doc = world.sample(rng)
+        if doc.text in seen or not keep(doc):
+            continue
+        seen.add(doc.text)
+        item = make_item(doc)
+        if item is not None:
+            items.append(item)
+    return items
+
+
+def world_task(name: str, n: int, seed: int = 1234, world_spec: dict | None = None, world_seed: int = 0) -> Task:
+    """A built-in task (see the module docstring) with n items and a disjoint pool of shots."""
+    base, _, split = name.partition("_")
+    knobs = _world_knobs(world_spec, base, world_seed)
+    rng = random.Random(seed)
+    keep = lambda doc: True  # noqa: E731
+    make_item = None
+    try:
+        if base == "arithmetic":
+            if split == "ood":
+                top = knobs.get("max_digits", 3)
+                knobs.update(min_digits=top + 1, max_digits=top + 2)
+            make_item = lambda d: _cut(d.text, d.latents["answer_span"])  # noqa: E731
+        elif base == "programs":
+            if split == "ood":
+                top = knobs.get("max_depth", 2)
+                knobs["max_depth"] = top + 2
+                keep = lambda d: max(line["depth"] for line in d.latents["lines"]) > top  # noqa: E731
+            make_item = lambda d: _cut(d.text, d.latents["answer_span"])  # noqa: E731
+        elif base == "translation":
+            make_item = lambda d: _cut(d.text, d.latents["target_span"])  # noqa: E731
+        elif base == "arguments":
+            if split == "ood":
+                top = knobs.get("max_depth", 4)
+                knobs.update(min_depth=top + 1, max_depth=top + 3)
+
+            def make_item(d):
+                item = _cut(d.text, d.latents["answer_span"])
+                item.choices, item.answer = ["yes", "no"], ["yes", "no"].index(item.target)
+                return item
+        elif base == "facts":
+            world = make_world("facts", **knobs)
+            if split == "ood":  # knowledge extraction: bios were in training, these Q/A never were
+                docs = world.heldout_qa()
+                rng.shuffle(docs)
+                items = [_cut(d.text, d.latents["answer_span"]) for d in docs]
+                return Task(name, items[SHOT_POOL : SHOT_POOL + n], items[:SHOT_POOL], description="Q/A about held-out people")
+            keep = lambda d: d.latents["kind"] == "qa"  # noqa: E731
+            make_item = lambda d: _cut(d.text, d.latents["answer_span"])  # noqa: E731
+        elif base == "hmm":
+            world = make_world("hmm", **knobs)
+            alphabet = list(world.alphabet)
+
+            def make_item(d):
+                t = rng.randrange(1, len(d.text))
+                return Item(d.text[:t], d.text[t], choices=alphabet, answer=alphabet.index(d.text[t]), ends_document=False)
+        elif base == "icl":
+            return icl_mapping_task(n, seed)
+        if make_item is None or (split and split != "ood") or (split == "ood" and base not in OOD_WORLDS):
+            raise NextlabError(f"unknown task {name!r}; known tasks: {', '.join(BUILTIN_TASKS)}")
+        world = make_world(base, **knobs)
+    except WorldSpecError as e:
+        raise NextlabError(f"task {name!r}: {e}") from None
+    items = _world_items(world, rng, n + SHOT_POOL, make_item, keep)
+    if len(items) < n + SHOT_POOL:
+        raise NextlabError(f"task {name!r}: the world produced only {len(items)} distinct items, {n + SHOT_POOL} needed")
+    description = f"held-out {base} documents" + (" (out of distribution)" if split else "")
+    return Task(name, items[SHOT_POOL:], items[:SHOT_POOL], description=description)
+
+
+def icl_mapping_task(n: int, seed: int = 1234, n_symbols: int = 8) -> Task:
+    """A fresh random mapping from letters to digits for every item, shown only in the shots.
+
+    Zero-shot the prompt ("q -> ") carries no information about the mapping, so every
+    model is at chance (1 / n_symbols) by construction; with k shots the query's own pair
+    is among them, so a model that learned to use its context can copy the answer.
+    """
+    rng = random.Random(seed)
+    letters = list(string.ascii_lowercase[:n_symbols])
+    digits = [str(d) for d in range(n_symbols)]
+    items = []
+    for _ in range(n):
+        mapping = dict(zip(letters, rng.sample(digits, n_symbols)))
+        query = rng.choice(letters)
+        # The query's pair first: every k >= 1 shows it (the runner shuffles the shots it takes).
+        others = [c for c in letters if c != query]
+        rng.shuffle(others)
+        pool = [Item(f"{c} -> ", mapping[c]) for c in [query] + others]
+        items.append(Item(f"{query} -> ", mapping[query], choices=digits, answer=digits.index(mapping[query]), shots=pool))
+    return Task("icl_mapping", items, separator="\n", description="pure in-context: a new mapping per item")
+
+
+def load_jsonl_task(path: str | Path) -> Task:
+    """A task file: one JSON object per line, {"prompt", "target"} or {"prompt", "choices", "answer"}.
+
+    The items after the first SHOT_POOL lines are evaluated; those first lines are the shot pool
+    when the file has more than 2 * SHOT_POOL items, otherwise shots come from the other items.
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise NextlabError(f"{path}: task file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise NextlabError(f"{path}: cannot read ({e.__class__.__name__})") from None
+    items = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise NextlabError(f"{path}:{number}: not valid JSON ({e.msg})") from None
+        items.append(_item_from_json(obj, f"{path}:{number}"))
+    if not items:
+        raise NextlabError(f"{path}: the task file has no items")
+    shots = items[:SHOT_POOL] if len(items) > 2 * SHOT_POOL else []
+    evaluated = items[len(shots) :]
+    return Task(path.stem, evaluated, shots, separator="\n\n", description=f"from {path.name}")
+
+
+def _item_from_json(obj, where: str) -> Item:
+    if not isinstance(obj, dict) or not isinstance(obj.get("prompt"), str):
+        raise NextlabError(f"{where}: expected an object with a string 'prompt'")
+    if "choices" in obj:
+        choices, answer = obj["choices"], obj.get("answer")
+        if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) for c in choices):
+            raise NextlabError(f"{where}: 'choices' must be a list of at least 2 strings")
+        if isinstance(answer, bool) or not isinstance(answer, int) or not 0 <= answer < len(choices):
+            raise NextlabError(f"{where}: 'answer' must be the index of the correct choice (0..{len(choices) - 1})")
+        return Item(obj["prompt"], choices[answer], choices=choices, answer=answer, ends_document=False)
+    if not isinstance(obj.get("target"), str) or not obj["target"]:
+        raise NextlabError(f"{where}: expected a non-empty string 'target' (or 'choices' and 'answer')")
+    return Item(obj["prompt"], obj["target"], ends_document=False)
+
+
+OOD_WORLDS = ("arithmetic", "programs", "arguments", "facts")
+BUILTIN_TASKS = ("arithmetic", "programs", "translation", "facts", "arguments", "hmm", "icl_mapping") + tuple(
+    f"{w}_ood" for w in OOD_WORLDS
+)
+
+
+def get_task(name: str, n: int, seed: int = 1234, world_spec: dict | None = None, world_seed: int = 0) -> Task:
+    """A built-in task by name, or a JSONL task file by path."""
+    if name.endswith(".jsonl") or Path(name).is_file():
+        task = load_jsonl_task(name)
+        task.items = task.items[:n]
+        return task
+    if name not in BUILTIN_TASKS:
+        raise NextlabError(f"unknown task {name!r}; known tasks: {', '.join(BUILTIN_TASKS)} (or a .jsonl file)")
+    return world_task(name, n, seed, world_spec, world_seed)
