@@ -23,11 +23,15 @@ matplotlib.use("Agg")  # files only, never a window
 from nextlab.checkpoint import CHECKPOINTS_DIR, load_checkpoint
 from nextlab.config import RunConfig, load_config
 from nextlab.data import prepare_corpus
+from nextlab.evals import evaluate_task, get_task
+from nextlab.evals.run import default_tasks
 from nextlab.sample import TokenScore, generate, score
 from nextlab.train import train
 from nextlab.worlds import ALL_WORLDS
 
 REPORT_FILE = "report.html"
+TRAINING_TASKS = ("arithmetic", "programs", "translation", "facts", "arguments", "hmm")
+ICL_SHOTS = (0, 1, 2, 4, 8)
 DEMO_PROMPTS = ("def ", "import ", "23 + 58 =", "Q: Where was", "the small dog that sees the cats runs =>", "All ")
 
 
@@ -44,12 +48,13 @@ def demo_config(quick: bool = False, out: str = "runs/demo") -> RunConfig:
     """
     data = {"path": "stdlib", "worlds": dict(ALL_WORLDS), "world_bytes": 4_000_000}
     if quick:
-        train = {"steps": 60, "batch_size": 16, "eval_every": 20, "eval_windows": 64, "warmup_steps": 10, "eval_world_docs": 16}
+        train = {"steps": 60, "batch_size": 16, "eval_every": 20, "eval_windows": 64, "warmup_steps": 10, "eval_world_docs": 16,
+                 "eval_tasks": ["arithmetic", "arguments"], "eval_tasks_every": 60, "eval_task_items": 8}
         model = {"block_size": 128}
         data["world_bytes"] = 300_000
     else:
-        train = {"steps": 850, "batch_size": 16, "eval_every": 50, "eval_windows": 128, "warmup_steps": 30,
-                 "muon_lr": 0.04, "lr": 6e-3, "schedule": "wsd"}
+        train = {"steps": 800, "batch_size": 16, "eval_every": 50, "eval_windows": 128, "warmup_steps": 30,
+                 "muon_lr": 0.04, "lr": 6e-3, "schedule": "wsd", "eval_tasks": list(TRAINING_TASKS), "eval_tasks_every": 100}
         model = {"block_size": 256}
     return load_config(overrides=[f"out={out!r}"], train=train, model=model, data=data)
 
@@ -120,6 +125,90 @@ def floor_section(metrics: list[dict]) -> Section | None:
     return Section("How close to the floor", body)
 
 
+def _cell(r: dict, metric: str) -> str:
+    return f"{r[metric]['mean']:.3f} ± {r[metric]['se']:.3f}" if metric in r else ""
+
+
+def results_table(rows: list[dict], metrics: tuple[str, ...]) -> str:
+    head = "".join(f"<th>{m}</th>" for m in ("task", "k", "n", *metrics))
+    body = "".join(
+        f"<tr><td>{html.escape(r['task'])}</td><td>{r['shots']}" + (f" ({r['shots_used']:.1f} fit)" if r["shots_used"] < r["shots"] else "")
+        + f"</td><td>{r['n']}</td>" + "".join(f"<td>{_cell(r, m)}</td>" for m in metrics) + "</tr>"
+        for r in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def tasks_section(results: list[dict], metrics_rows: list[dict]) -> Section:
+    """Per-task scores in both metric families, the in-context learning curve, ID vs OOD, and capability over training."""
+    import matplotlib.pyplot as plt
+
+    from nextlab.evals import CONTINUOUS, DISCONTINUOUS
+
+    top_k = max(r["shots"] for r in results)
+    main = [r for r in results if r["shots"] in (0, top_k) and r["task"] != "icl_mapping"]
+    icl = sorted((r for r in results if r["task"] == "icl_mapping"), key=lambda r: r["shots"])
+    pairs = [(r, next(o for o in results if o["task"] == r["task"] + "_ood" and o["shots"] == 0))
+             for r in results if r["shots"] == 0 and any(o["task"] == r["task"] + "_ood" for o in results)]
+    parts = [
+        "<p>No task was trained: each item is a prompt whose most likely continuation is the answer, cut from "
+        "held-out world documents. Discontinuous metrics (exact match, multiple-choice accuracy) next to continuous "
+        "ones (log-probability of the target per character, per-token accuracy under teacher forcing, normalized "
+        "edit distance, Brier score); mean ± standard error over n items; k solved examples before each prompt.</p>",
+        results_table(main, DISCONTINUOUS + tuple(m for m in CONTINUOUS if m != "target_logprob")),
+    ]
+    if pairs:
+        rows = "".join(
+            f"<tr><td>{html.escape(a['task'])}</td>" + "".join(f"<td>{_cell(a, m)}</td><td>{_cell(b, m)}</td>"
+            for m in ("exact_match", "token_accuracy", "logprob_per_char")) + "</tr>" for a, b in pairs
+        )
+        parts.append(
+            "<h3>In distribution vs out of distribution</h3><p>Each OOD split differs from training in one controlled way: "
+            "more digits, deeper nesting, longer chains, people whose Q/A never appeared (k = 0).</p>"
+            "<table><tr><th>task</th><th>exact match ID</th><th>OOD</th><th>token acc ID</th><th>OOD</th>"
+            f"<th>log p/char ID</th><th>OOD</th></tr>{rows}</table>"
+        )
+    if icl:
+        fig, ax = plt.subplots(figsize=(6, 3.2))
+        ks = [r["shots"] for r in icl]
+        acc = [r["mc_accuracy"]["mean"] for r in icl]
+        err = [r["mc_accuracy"]["se"] for r in icl]
+        ax.errorbar(ks, acc, yerr=err, marker="o", capsize=3, label="icl_mapping accuracy")
+        ax.axhline(1 / 8, color="gray", ls="--", label="chance (8 choices)")
+        ax.set_xlabel("shots k")
+        ax.set_ylabel("multiple-choice accuracy")
+        ax.set_xticks(ks)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        parts.append(
+            "<h3>Learning from the prompt</h3><p>icl_mapping draws a fresh letter-to-digit mapping for every item, shown only "
+            "in the shots: at k = 0 every model is at chance by construction, so any rise with k is learned from the "
+            f'prompt, not from training.</p><img alt="in-context learning curve" src="data:image/png;base64,{figure_png(fig)}">'
+            + results_table(icl, ("mc_accuracy", "brier", "logprob_per_char"))
+        )
+        plt.close(fig)
+    over = [r for r in metrics_rows if r.get("tasks")]
+    if len(over) > 1:
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+        for name in over[-1]["tasks"]:
+            pts = [(r["tokens"], r["tasks"][name]) for r in over if name in r["tasks"]]
+            axes[0].plot([p[0] for p in pts], [p[1]["exact_match"] for p in pts], "o-", ms=3, label=name)
+            axes[1].plot([p[0] for p in pts], [p[1]["logprob_per_char"] for p in pts], "o-", ms=3, label=name)
+        axes[0].set_ylabel("exact match (discontinuous)")
+        axes[1].set_ylabel("log p(target) per char (continuous)")
+        for ax in axes:
+            ax.set_xlabel("tokens seen")
+            ax.grid(alpha=0.3)
+        axes[1].legend(fontsize=7)
+        parts.append(
+            "<h3>Capability over training</h3><p>The same tasks scored during training (k = 0): the continuous metric "
+            f'moves from the start; exact match stays near zero until the answer is nearly right.</p>'
+            f'<img alt="capability over training" src="data:image/png;base64,{figure_png(fig)}">'
+        )
+        plt.close(fig)
+    return Section("Tasks fall out of prediction", "".join(parts))
+
+
 def samples_section(samples: list[tuple[str, str]], temperature: float) -> Section:
     items = "".join(
         f"<pre><b>{html.escape(p)}</b>{html.escape(c)}</pre>" for p, c in samples
@@ -179,7 +268,7 @@ PAGE = """<!doctype html>
 body {{ font-family: system-ui, sans-serif; max-width: 980px; margin: 2em auto; padding: 0 1em; color: #222; }}
 pre {{ background: #f6f6f6; padding: .6em; white-space: pre-wrap; word-break: break-all; }}
 pre.tokens span {{ border-radius: 2px; }}
-table {{ border-collapse: collapse; }} th, td {{ text-align: left; padding: 2px 10px; border-bottom: 1px solid #ddd; }}
+table {{ border-collapse: collapse; font-size: 0.85em; }} th, td {{ text-align: left; padding: 2px 10px; border-bottom: 1px solid #ddd; }}
 img {{ max-width: 100%; }}
 </style></head><body>
 <h1>{title}</h1>
@@ -221,10 +310,19 @@ def run_demo(quick: bool = False, out: str = "runs/demo", log=print) -> Path:
         for i, p in enumerate(DEMO_PROMPTS)
     ]
     passage = held_out_passage(cfg, ckpt.tokenizer)
+    log("evaluating tasks")
+    names = default_tasks(ckpt.config["run"]["data"])
+    n_items = 16 if quick else 64
+    tasks = [get_task(name, n_items, 1234, cfg.data.worlds, cfg.data.world_seed) for name in names]
+    results = []
+    for task in tasks:
+        for k in ICL_SHOTS if task.name == "icl_mapping" else (0, ICL_SHOTS[-1]):
+            results.append(evaluate_task(ckpt.model, ckpt.tokenizer, task, k))
     sections = [
         model_card_section(ckpt.config),
         loss_curve_section(result.metrics),
         floor_section(result.metrics),
+        tasks_section(results, result.metrics),
         samples_section(samples, temperature),
         surprisal_section(score(ckpt.model, ckpt.tokenizer, passage), "validation split of the built-in corpus"),
     ]
