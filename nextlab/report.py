@@ -53,7 +53,7 @@ def demo_config(quick: bool = False, out: str = "runs/demo") -> RunConfig:
         model = {"block_size": 128}
         data["world_bytes"] = 300_000
     else:
-        train = {"steps": 800, "batch_size": 16, "eval_every": 50, "eval_windows": 128, "warmup_steps": 30,
+        train = {"steps": 750, "batch_size": 16, "eval_every": 50, "eval_windows": 128, "warmup_steps": 30,
                  "muon_lr": 0.04, "lr": 6e-3, "schedule": "wsd", "eval_tasks": list(TRAINING_TASKS), "eval_tasks_every": 100}
         model = {"block_size": 256}
     return load_config(overrides=[f"out={out!r}"], train=train, model=model, data=data)

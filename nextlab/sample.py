@@ -203,8 +203,12 @@ def next_token_distribution(model: GPT, tokenizer: Tokenizer, prefix: str, k: in
 
 
 @torch.inference_mode()
-def token_logprobs(model: GPT, ids: Sequence[int], context: Sequence[int] = ()) -> torch.Tensor:
-    """log p(ids[i] | context + ids[:i]) for every i, over any length (sliding window, stride block/2)."""
+def token_logprobs(model: GPT, ids: Sequence[int], context: Sequence[int] = (), greedy: bool = False):
+    """log p(ids[i] | context + ids[:i]) for every i, over any length (sliding window, stride block/2).
+
+    Each window starts as early as lets it reach the end of the sequence, so a token never sees
+    less context than it could; with greedy=True also returns, per token, whether it was the argmax.
+    """
     device = model.embed_tokens.weight.device
     block = model.cfg.block_size
     seq = list(context) + list(ids)
@@ -213,17 +217,20 @@ def token_logprobs(model: GPT, ids: Sequence[int], context: Sequence[int] = ()) 
         raise ValueError("token_logprobs needs at least one token of context (e.g. end-of-text)")
     keep = block - max(1, block // 2)  # context carried into each later window
     out = torch.empty(len(ids))
+    hits = torch.zeros(len(ids), dtype=torch.bool)
     pos = first  # next position of seq to score
     while pos < n:
-        a = max(0, pos - 1 - keep)
+        a = max(0, min(pos - 1 - keep, n - 1 - block))
         b = min(n, a + block)  # the window seq[a:b]; its j-th logits predict seq[a + j + 1]
         logits, _ = model(torch.tensor([seq[a:b]], device=device))
         lp = F.log_softmax(logits[0].float(), -1).cpu()
         end = min(n, b + 1)
         targets = torch.tensor(seq[pos:end])
-        out[pos - first : end - first] = lp[torch.arange(pos - a - 1, end - a - 1), targets]
+        rows = torch.arange(pos - a - 1, end - a - 1)
+        out[pos - first : end - first] = lp[rows, targets]
+        hits[pos - first : end - first] = lp[rows].argmax(-1) == targets
         pos = end
-    return out
+    return (out, hits) if greedy else out
 
 
 @dataclass
@@ -240,16 +247,17 @@ def score_continuations(
 
     Pairs that fit the context window are scored in right-padded batches (padding only ever
     follows the real tokens, so causal attention never sees it); longer ones, one at a time
-    with `token_logprobs` (their greedy hits are not computed and read False).
+    with `token_logprobs`.
     Wrap the call in torch.autocast to score under bf16.
     """
     device = model.embed_tokens.weight.device
     block = model.cfg.block_size
     out: list[ContinuationScore | None] = [None] * len(contexts)
     fits = [i for i in range(len(contexts)) if len(contexts[i]) + len(continuations[i]) - 1 <= block]
+    if any(not c for c in contexts):
+        raise ValueError("score_continuations needs at least one token of context per pair (e.g. end-of-text)")
     for i in sorted(set(range(len(contexts))) - set(fits)):
-        lp = token_logprobs(model, continuations[i], context=contexts[i])
-        out[i] = ContinuationScore(lp, torch.zeros(len(lp), dtype=torch.bool))
+        out[i] = ContinuationScore(*token_logprobs(model, continuations[i], context=contexts[i], greedy=True))
     fits.sort(key=lambda i: len(contexts[i]) + len(continuations[i]))
     for start in range(0, len(fits), batch_size):
         idx = fits[start : start + batch_size]

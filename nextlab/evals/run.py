@@ -52,21 +52,29 @@ def mean_and_se(values: list[float]) -> tuple[float, float]:
 
 
 def build_context(task: Task, item: Item, k: int, tokenizer: Tokenizer, block_size: int, rng: random.Random) -> Prompted:
-    """EOT, then k solved examples, then the prompt; shots are dropped, last first, until it fits the context."""
-    pool = item.shots if item.shots is not None else task.shots
-    shots = rng.sample(pool, min(k, len(pool))) if k else []
-    if item.shots is not None:
-        rng.shuffle(shots)
+    """EOT, then k solved examples, then the prompt; shots are dropped, last first, until it fits the context.
+
+    Shots come from the item's own pool (in priority order), else the task's pool, else the task's other items.
+    """
+    if item.shots is not None:  # an item-specific pool in priority order (in-context tasks: the query's pair first)
+        shots = item.shots[:k]
+    else:
+        pool = task.shots or [other for other in task.items if other is not item]
+        shots = rng.sample(pool, min(k, len(pool))) if k else []
+    arrangement = rng.random()  # seeds the order of in-context shots, drawn once so dropping one does not reshuffle
     target = tokenizer.encode(item.target)
     eot = tokenizer.eot_id
     while True:
+        shown = shots[:]
+        if item.shots is not None:  # the query's pair must not always sit in the same place
+            random.Random(arrangement).shuffle(shown)
         if task.separator is None:  # each shot is its own document
             ids = [eot]
-            for s in shots:
+            for s in shown:
                 ids += tokenizer.encode(s.prompt + s.target) + [eot]
             ids += tokenizer.encode(item.prompt)
         else:
-            text = "".join(s.prompt + s.target + task.separator for s in shots) + item.prompt
+            text = "".join(s.prompt + s.target + task.separator for s in shown) + item.prompt
             ids = [eot] + tokenizer.encode(text)
         if len(ids) + len(target) + 1 <= block_size or not shots:
             break

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import random
 import string
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,6 +117,9 @@ def world_task(name: str, n: int, seed: int = 1234, world_spec: dict | None = No
                 docs = world.heldout_qa()
                 rng.shuffle(docs)
                 items = [_cut(d.text, d.latents["answer_span"]) for d in docs]
+                if len(items) - SHOT_POOL < n:
+                    n_have = len(items) - SHOT_POOL
+                    warnings.warn(f"facts_ood has only {n_have} items (4 per held-out person); using them all", stacklevel=2)
                 return Task(name, items[SHOT_POOL : SHOT_POOL + n], items[:SHOT_POOL], description="Q/A about held-out people")
             keep = lambda d: d.latents["kind"] == "qa"  # noqa: E731
             make_item = lambda d: _cut(d.text, d.latents["answer_span"])  # noqa: E731
@@ -154,11 +158,13 @@ def icl_mapping_task(n: int, seed: int = 1234, n_symbols: int = 8) -> Task:
     for _ in range(n):
         mapping = dict(zip(letters, rng.sample(digits, n_symbols)))
         query = rng.choice(letters)
-        # The query's pair first: every k >= 1 shows it (the runner shuffles the shots it takes).
+        # The query's pair first: every k >= 1 shows it (the runner takes the first k, then shuffles them).
         others = [c for c in letters if c != query]
         rng.shuffle(others)
         pool = [Item(f"{c} -> ", mapping[c]) for c in [query] + others]
-        items.append(Item(f"{query} -> ", mapping[query], choices=digits, answer=digits.index(mapping[query]), shots=pool))
+        answer = digits.index(mapping[query])
+        # Not the end of a document: a model that follows the shots writes the digit and then a newline.
+        items.append(Item(f"{query} -> ", mapping[query], choices=digits, answer=answer, ends_document=False, shots=pool))
     return Task("icl_mapping", items, separator="\n", description="pure in-context: a new mapping per item")
 
 
@@ -214,7 +220,7 @@ BUILTIN_TASKS = ("arithmetic", "programs", "translation", "facts", "arguments", 
 
 def get_task(name: str, n: int, seed: int = 1234, world_spec: dict | None = None, world_seed: int = 0) -> Task:
     """A built-in task by name, or a JSONL task file by path."""
-    if name.endswith(".jsonl") or Path(name).is_file():
+    if name not in BUILTIN_TASKS and (name.endswith(".jsonl") or Path(name).is_file()):
         task = load_jsonl_task(name)
         task.items = task.items[:n]
         return task
