@@ -138,8 +138,10 @@ def world_task(name: str, n: int, seed: int = 1234, world_spec: dict | None = No
     except WorldSpecError as e:
         raise NextlabError(f"task {name!r}: {e}") from None
     items = _world_items(world, rng, n + SHOT_POOL, make_item, keep)
-    if len(items) < n + SHOT_POOL:
+    if len(items) <= SHOT_POOL:
         raise NextlabError(f"task {name!r}: the world produced only {len(items)} distinct items, {n + SHOT_POOL} needed")
+    if len(items) < n + SHOT_POOL:  # a small finite world (e.g. facts: 4 Q/A per person) has no more to give
+        warnings.warn(f"{name} has only {len(items) - SHOT_POOL} distinct items; using them all", stacklevel=2)
     description = f"held-out {base} documents" + (" (out of distribution)" if split else "")
     return Task(name, items[SHOT_POOL:], items[:SHOT_POOL], description=description)
 
