@@ -188,6 +188,49 @@ def generate_stream(
         yield GeneratedToken(-1, tail, 0.0, [])
 
 
+@torch.inference_mode()
+def greedy_continuations(
+    model: GPT, tokenizer: Tokenizer, contexts: Sequence[Sequence[int]], max_new: Sequence[int], batch_size: int = 64
+) -> list[list[int]]:
+    """Greedy token ids after each context: at most max_new[i] tokens, ending before end-of-text.
+
+    Contexts of equal length decode together in one batch with the KV cache (no padding, so
+    every row computes exactly what it would alone, up to float rounding); a context whose
+    generation would pass the context window decodes alone with `generate_stream`'s sliding window.
+    """
+    block = model.cfg.block_size
+    device = model.embed_tokens.weight.device
+    eot_id = tokenizer.eot_id
+    out: list[list[int]] = [[] for _ in contexts]
+    by_length: dict[int, list[int]] = {}
+    for i, c in enumerate(contexts):
+        if len(c) + max_new[i] <= block:
+            by_length.setdefault(len(c), []).append(i)
+        else:
+            stream = generate_stream(model, tokenizer, max_new_tokens=max_new[i], temperature=0, context=c)
+            out[i] = [t.id for t in stream if t.id >= 0 and t.id != eot_id]
+    for rows in by_length.values():
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
+            cache = model.make_cache(len(chunk))
+            logits, _ = model(torch.tensor([list(contexts[i]) for i in chunk], device=device), cache=cache)
+            done = [max_new[i] == 0 for i in chunk]
+            for _ in range(max(max_new[i] for i in chunk)):
+                nxt = logits[:, -1].argmax(-1)
+                for r, i in enumerate(chunk):
+                    if not done[r]:
+                        token = int(nxt[r])
+                        if token == eot_id:
+                            done[r] = True
+                        else:
+                            out[i].append(token)
+                            done[r] = len(out[i]) >= max_new[i]
+                if all(done):
+                    break
+                logits, _ = model(nxt[:, None], cache=cache)
+    return out
+
+
 def generate(model: GPT, tokenizer: Tokenizer, prompt: str = "", **kwargs) -> str:
     """The sampled continuation as one string (see generate_stream for the options)."""
     return "".join(t.text for t in generate_stream(model, tokenizer, prompt, **kwargs))

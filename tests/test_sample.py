@@ -111,3 +111,18 @@ def test_long_prompt_is_truncated_with_a_warning(ckpt):
         warnings.simplefilter("always")
         next_token_distribution(m, t, "the cat " * 40, k=3)
     assert any("longer than the context" in str(w.message) for w in caught)
+
+
+def test_batched_greedy_matches_one_at_a_time(ckpt):
+    from nextlab.sample import greedy_continuations
+
+    m, t = ckpt.model, ckpt.tokenizer
+    block = m.cfg.block_size
+    texts = ["the cat", "the dog", "a bird", "the red tree", "the old river", "a"]
+    contexts = [[t.eot_id] + t.encode(x) for x in texts] + [[t.eot_id] + t.encode("the big dog " * 3)[: block - 3]]
+    max_new = [5, 5, 8, 3, 0, 12, 10]  # the last one passes the window and decodes alone
+    got = greedy_continuations(m, t, contexts, max_new, batch_size=4)
+    for ctx, n, ids in zip(contexts, max_new, got):
+        alone = [g.id for g in generate_stream(m, t, max_new_tokens=n, temperature=0, context=ctx) if 0 <= g.id != t.eot_id]
+        assert ids == alone
+        assert len(ids) <= n and t.eot_id not in ids

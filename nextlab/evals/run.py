@@ -17,7 +17,7 @@ import torch
 
 from nextlab.evals.tasks import Item, Task
 from nextlab.model import GPT
-from nextlab.sample import generate_stream, score_continuations
+from nextlab.sample import greedy_continuations, score_continuations
 from nextlab.tokenizer import Tokenizer
 
 DISCONTINUOUS = ("exact_match", "mc_accuracy")
@@ -92,19 +92,16 @@ def evaluate_task(
     prompted = [build_context(task, item, shots, tokenizer, block, rng) for item in task.items]
     scores = score_continuations(model, [p.context for p in prompted], [p.target for p in prompted], batch_size)
     per_item: dict[str, list[float]] = {m: [] for m in DISCONTINUOUS + CONTINUOUS}
-    for item, p, s in zip(task.items, prompted, scores):
+    for item, s in zip(task.items, scores):
         lp = float(s.logprobs.sum())
         per_item["target_logprob"].append(lp)
         per_item["logprob_per_char"].append(lp / max(1, len(item.target)))
         per_item["token_accuracy"].append(float(s.greedy.float().mean()) if len(s.greedy) else 0.0)
-        if greedy:
-            n_new = len(p.target) + (1 if item.ends_document else 0)
-            out = "".join(
-                t.text
-                for t in generate_stream(
-                    model, tokenizer, max_new_tokens=n_new, temperature=0, context=p.context, stop_at_eot=True
-                )
-            )
+    if greedy:  # one token past a document-ending answer: a greedy answer must also stop there
+        max_new = [len(p.target) + (1 if item.ends_document else 0) for item, p in zip(task.items, prompted)]
+        outputs = greedy_continuations(model, tokenizer, [p.context for p in prompted], max_new)
+        for item, ids in zip(task.items, outputs):
+            out = tokenizer.decode(ids)
             per_item["exact_match"].append(float(out == item.target))
             per_item["edit_distance"].append(edit_distance(out, item.target) / max(1, len(out), len(item.target)))
     mc = [(i, item) for i, item in enumerate(task.items) if item.choices]
