@@ -7,38 +7,10 @@ import re
 from collections import Counter
 
 import pytest
+from stats import chi2_critical as chi_square_critical
+from stats import chi_square_coarse as chi_square
 
 from nextlab.worlds.arithmetic import Arithmetic
-
-Z_999 = 3.090232306167813  # standard normal quantile at 1 - 0.001
-
-
-def chi_square_critical(df: int, z: float = Z_999) -> float:
-    """Upper critical value of chi-square(df) by Wilson-Hilferty: (X/df)^(1/3) ~ Normal(1 - 2/(9df), 2/(9df))."""
-    v = 2 / (9 * df)
-    return df * (1 - v + z * math.sqrt(v)) ** 3
-
-
-def chi_square(observed: Counter, probs: dict, n: int, coarse) -> tuple[float, int]:
-    """Pearson's statistic and degrees of freedom. Texts expecting >= 5 draws are bins of their own; rarer
-    texts are pooled by coarse(text), and pools still under 5 are pooled together."""
-    assert set(observed) <= set(probs), "sampled a text outside the support"
-    bins: dict = {}
-    for text, p in probs.items():
-        key = ("text", text) if n * p >= 5 else ("pool", coarse(text))
-        b = bins.setdefault(key, [0.0, 0])
-        b[0] += n * p
-        b[1] += observed.get(text, 0)
-    small = [k for k, b in bins.items() if b[0] < 5]
-    if len(small) > 1 or (small and len(bins) > 1):
-        rest = [0.0, 0]
-        for k in small:
-            e, o = bins.pop(k)
-            rest[0] += e
-            rest[1] += o
-        bins[("rest",)] = rest
-    assert all(e >= 5 for e, _ in bins.values()) and len(bins) > 1
-    return sum((o - e) ** 2 / e for e, o in bins.values()), len(bins) - 1
 
 
 def reference(a: int, op: str, b: int, reverse: bool) -> str:

@@ -7,6 +7,7 @@ import re
 from collections import Counter
 
 import pytest
+from stats import chi2_critical, chi_square
 
 from nextlab.worlds.base import NEG_INF
 from nextlab.worlds.facts import ATTRIBUTES, BIO_TEMPLATES, Facts
@@ -15,26 +16,6 @@ from nextlab.worlds.facts import ATTRIBUTES, BIO_TEMPLATES, Facts
 QUESTION_RE = re.compile(r"Q: (Where was|When was|Who does|What field does) (.+) (born|work for|work in)\? A: (.+)")
 ASKS = {("Where was", "born"): "birth_city", ("When was", "born"): "birth_year", ("Who does", "work for"): "employer",
         ("What field does", "work in"): "field"}
-
-
-def chi2_critical(df: int, z: float = 3.0902) -> float:
-    """Upper quantile of chi-square(df) by the Wilson-Hilferty approximation; z=3.0902 is the normal 0.999 quantile (p=0.001)."""
-    a = 2.0 / (9.0 * df)
-    return df * (1.0 - a + z * math.sqrt(a)) ** 3
-
-
-def chi_square(counts: Counter, probs: dict, n: int) -> tuple[float, int]:
-    """Pearson statistic over the texts whose expected count is >= 5, the rest pooled into one bin (if it too reaches 5)."""
-    assert set(counts) <= set(probs), "sampled a text outside the support"
-    big = [t for t, p in probs.items() if n * p >= 5]
-    stat = sum((counts[t] - n * probs[t]) ** 2 / (n * probs[t]) for t in big)
-    rest_expected = n * (1.0 - sum(probs[t] for t in big))
-    rest_observed = n - sum(counts[t] for t in big)
-    bins = len(big)
-    if rest_expected >= 5:
-        stat += (rest_observed - rest_expected) ** 2 / rest_expected
-        bins += 1
-    return stat, bins - 1
 
 
 def enumerate_support(world: Facts) -> dict:

@@ -5,9 +5,9 @@ import json
 import math
 import random
 from collections import Counter
-from statistics import NormalDist
 
 import pytest
+from stats import chi2_critical, chi_square
 
 from nextlab.worlds.base import NEG_INF
 from nextlab.worlds.hmm import HMM, stationary_distribution
@@ -23,29 +23,6 @@ SMALL = {
 
 def words(world, n):
     return ["".join(t) for t in itertools.product(world.alphabet, repeat=n)]
-
-
-def chi2_critical(dof: int, p: float = 0.001) -> float:
-    """Upper p-quantile of chi-square(dof) by Wilson–Hilferty: (X/k)^(1/3) is close to normal with mean 1 - 2/(9k), var 2/(9k)."""
-    z = NormalDist().inv_cdf(1 - p)
-    c = 2 / (9 * dof)
-    return dof * (1 - c + z * math.sqrt(c)) ** 3
-
-
-def chi_square(counts: Counter, probs: dict, n: int) -> tuple[float, int]:
-    """Pearson statistic and degrees of freedom, pooling the rarest categories until every expected count is >= 5."""
-    assert set(counts) <= {w for w, p in probs.items() if p > 0}, "sampled a document of probability zero"
-    cells, pool_o, pool_e = [], 0, 0.0
-    for w in sorted(probs, key=probs.get):  # rarest first, so only rare categories get pooled
-        pool_o, pool_e = pool_o + counts.get(w, 0), pool_e + n * probs[w]
-        if pool_e >= 5:
-            cells.append((pool_o, pool_e))
-            pool_o, pool_e = 0, 0.0
-    if pool_e > 0:  # leftover mass (< 5 expected) joins the last cell
-        o, e = cells.pop()
-        cells.append((o + pool_o, e + pool_e))
-    assert all(e >= 5 for _, e in cells)
-    return sum((o - e) ** 2 / e for o, e in cells), len(cells) - 1
 
 
 def brute_posterior(world, text):

@@ -6,6 +6,7 @@ import random
 from collections import Counter
 
 import pytest
+from stats import chi2_critical, chi_square
 
 from nextlab.worlds.base import NEG_INF
 from nextlab.worlds.translation import DETERMINERS, SEPARATOR, Translation
@@ -18,28 +19,6 @@ TINY_ADJ = dict(n_determiners=1, n_nouns=2, n_intransitive=1, n_transitive=1, n_
 # NPs at depth 2: 3 (the/a dog, the dogs); VP over them: 1 + 3; depth 1: 3 * (1 + 4) = 15; depth 0: 3 * (1 + 16) = 51;
 # sentences: 51 * (1 + 51) = 2652.
 TINY_DEEP = dict(n_determiners=2, n_nouns=1, n_intransitive=1, n_transitive=1, n_adjectives=1, max_adjectives=0, max_depth=2)
-
-
-def chi2_critical(df: int, z: float = 3.0902) -> float:
-    """Upper quantile of chi-square(df) by the Wilson-Hilferty approximation; z=3.0902 is the normal 0.999 quantile (p=0.001)."""
-    a = 2.0 / (9.0 * df)
-    return df * (1.0 - a + z * math.sqrt(a)) ** 3
-
-
-def chi_square(counts: Counter, probs: dict, n: int) -> tuple[float, int]:
-    """Pearson statistic over the texts whose expected count is >= 5, the rest pooled into one bin (if it too reaches 5)."""
-    assert set(counts) <= set(probs), "sampled a text outside the enumerated support"
-    big = [t for t, p in probs.items() if n * p >= 5]
-    stat = sum((counts[t] - n * probs[t]) ** 2 / (n * probs[t]) for t in big)
-    rest_expected = n * (1.0 - sum(probs[t] for t in big))
-    rest_observed = n - sum(counts[t] for t in big)
-    bins = len(big)
-    if rest_expected >= 5:
-        stat += (rest_observed - rest_expected) ** 2 / rest_expected
-        bins += 1
-    else:
-        assert rest_observed <= 10 + 3 * rest_expected
-    return stat, bins - 1
 
 
 def support_probs(world: Translation) -> dict:
