@@ -169,10 +169,12 @@ def cmd_eval(args) -> None:
                 rows.append(evaluate_task(ckpt.model, ckpt.tokenizer, task, k, args.seed))
                 progress.advance(bar)
     table = Table(title=f"{ckpt.path}: tasks as continuations (mean ± standard error)")
+    short = {"exact_match": "exact", "mc_accuracy": "MC acc", "target_logprob": "log p", "logprob_per_char": "log p/char",
+             "token_accuracy": "token acc", "edit_distance": "edit dist", "brier": "Brier"}
     for col in ("task", "k", "n", *DISCONTINUOUS, *CONTINUOUS):
-        table.add_column(col, justify="left" if col == "task" else "right")
+        table.add_column(short.get(col, col), justify="left" if col == "task" else "right", no_wrap=col == "task")
     for r in rows:
-        cells = [f"{r[m]['mean']:.3f}±{r[m]['se']:.3f}" if m in r else "" for m in DISCONTINUOUS + CONTINUOUS]
+        cells = [f"{r[m]['mean']:.3f}\n±{r[m]['se']:.3f}" if m in r else "" for m in DISCONTINUOUS + CONTINUOUS]
         k = f"{r['shots']}" + (f" ({r['shots_used']:.1f} fit)" if r["shots_used"] < r["shots"] else "")
         table.add_row(r["task"], k, str(r["n"]), *cells)
     Console().print(table)
