@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -148,7 +149,7 @@ def cmd_eval(args) -> None:
     from rich.progress import Progress
     from rich.table import Table
 
-    from nextlab.evals import CONTINUOUS, DISCONTINUOUS, evaluate_task, get_task
+    from nextlab.evals import CONTINUOUS, DISCONTINUOUS, evaluate, get_task
     from nextlab.evals.run import default_tasks
 
     ckpt = _load(args.checkpoint)
@@ -161,13 +162,9 @@ def cmd_eval(args) -> None:
     if any(k < 0 for k in shots):
         raise NextlabError(f"--shots must be >= 0, got {args.shots!r}")
     tasks = [get_task(n, args.n, args.seed, data.get("worlds"), data.get("world_seed", 0)) for n in names]
-    rows = []
     with Progress(transient=True) as progress:
         bar = progress.add_task("evaluating", total=len(tasks) * len(shots))
-        for task in tasks:
-            for k in shots:
-                rows.append(evaluate_task(ckpt.model, ckpt.tokenizer, task, k, args.seed))
-                progress.advance(bar)
+        rows = evaluate(ckpt.model, ckpt.tokenizer, tasks, shots, args.seed, progress=lambda: progress.advance(bar))
     table = Table(title=f"{ckpt.path}: tasks as continuations (mean ± standard error)")
     short = {"exact_match": "exact", "mc_accuracy": "MC acc", "target_logprob": "log p", "logprob_per_char": "log p/char",
              "token_accuracy": "token acc", "edit_distance": "edit dist", "brier": "Brier"}
@@ -211,7 +208,8 @@ def cmd_worlds_sample(args) -> None:
         print(doc.text)
         if args.latents:
             print(f"  latents: {json.dumps(doc.latents)}")
-        print(f"  log p = {world.log_prob(doc.text):.3f} nats  ({-world.log_prob(doc.text) / 0.6931471805599453:.2f} bits)\n")
+        lp = world.log_prob(doc.text)
+        print(f"  log p = {lp:.3f} nats  ({-lp / math.log(2):.2f} bits)\n")
 
 
 def cmd_worlds_floor(args) -> None:

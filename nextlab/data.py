@@ -166,18 +166,26 @@ def split_world_documents(docs: list[tuple[str, str]], val_fraction: float) -> t
     return train, [(w, t) for w, t in val if t not in seen]
 
 
+def first_per_world(items: list, per_world: int, world=lambda item: item[0]) -> list:
+    """The first `per_world` items of each world, in their order."""
+    counts: dict[str, int] = {}
+    out = []
+    for item in items:
+        name = world(item)
+        if counts.get(name, 0) < per_world:
+            counts[name] = counts.get(name, 0) + 1
+            out.append(item)
+    return out
+
+
 def world_floors(val: list[tuple[str, str]], mixture: Mixture, world_share: float, per_world: int) -> list[dict]:
     """Validation documents with their entropy floor in bits: -log2 P(doc) under the training stream's generator.
 
     A document of the stream comes from the worlds with probability `world_share` (the rest is
     text from files), then from world i with the mixture's weight, then from that world's generator.
     """
-    counts: dict[str, int] = {}
     out = []
-    for world, text in val:
-        if counts.get(world, 0) >= per_world:
-            continue
-        counts[world] = counts.get(world, 0) + 1
+    for world, text in first_per_world(val, per_world):
         nats = math.log(world_share) + mixture.log_prob(text)
         out.append({"world": world, "text": text, "floor_bits": -nats / math.log(2)})
     return out

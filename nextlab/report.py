@@ -23,7 +23,7 @@ matplotlib.use("Agg")  # files only, never a window
 from nextlab.checkpoint import CHECKPOINTS_DIR, load_checkpoint
 from nextlab.config import RunConfig, load_config
 from nextlab.data import prepare_corpus
-from nextlab.evals import evaluate_task, get_task
+from nextlab.evals import evaluate, get_task
 from nextlab.evals.run import default_tasks
 from nextlab.sample import TokenScore, generate, score
 from nextlab.train import train
@@ -314,10 +314,9 @@ def run_demo(quick: bool = False, out: str = "runs/demo", log=print) -> Path:
     names = default_tasks(ckpt.config["run"]["data"])
     n_items = 16 if quick else 64
     tasks = [get_task(name, n_items, 1234, cfg.data.worlds, cfg.data.world_seed) for name in names]
-    results = []
-    for task in tasks:
-        for k in ICL_SHOTS if task.name == "icl_mapping" else (0, ICL_SHOTS[-1]):
-            results.append(evaluate_task(ckpt.model, ckpt.tokenizer, task, k))
+    icl = [t for t in tasks if t.name == "icl_mapping"]
+    results = evaluate(ckpt.model, ckpt.tokenizer, [t for t in tasks if t.name != "icl_mapping"], [0, ICL_SHOTS[-1]])
+    results += evaluate(ckpt.model, ckpt.tokenizer, icl, list(ICL_SHOTS))
     sections = [
         model_card_section(ckpt.config),
         loss_curve_section(result.metrics),

@@ -41,7 +41,7 @@ from nextlab.checkpoint import (
     step_dir,
 )
 from nextlab.config import RunConfig, TrainConfig, config_from_dict
-from nextlab.data import check_fits, even_offsets, prepare_corpus, random_offsets, windows
+from nextlab.data import check_fits, even_offsets, first_per_world, prepare_corpus, random_offsets, windows
 from nextlab.errors import NextlabError
 from nextlab.model import GPT, ModelConfig
 from nextlab.sample import document_logprobs
@@ -228,14 +228,10 @@ def evaluate_tasks(model: GPT, tokenizer, tasks: list, shots: int, device, dtype
 
 def world_eval_docs(corpus, tokenizer, per_world: int) -> list[dict]:
     """The first `per_world` held-out documents of each world, tokenized once."""
-    counts: dict[str, int] = {}
-    out = []
-    for d in corpus.val_world_docs:
-        if counts.get(d["world"], 0) < per_world:
-            counts[d["world"]] = counts.get(d["world"], 0) + 1
-            ids = tokenizer.encode(d["text"])
-            out.append({"world": d["world"], "ids": ids, "bytes": len(d["text"].encode()), "floor_bits": d["floor_bits"]})
-    return out
+    return [
+        {"world": d["world"], "ids": tokenizer.encode(d["text"]), "bytes": len(d["text"].encode()), "floor_bits": d["floor_bits"]}
+        for d in first_per_world(corpus.val_world_docs, per_world, world=lambda d: d["world"])
+    ]
 
 
 def train(cfg: RunConfig, resume: bool = False, log=print) -> TrainResult:
