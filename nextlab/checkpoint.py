@@ -165,6 +165,23 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     return Checkpoint(model, tokenizer, config, directory)
 
 
+def model_fingerprint(model: GPT, tokenizer: Tokenizer) -> str:
+    """SHA-256 of the weights (names, dtypes, shapes, values), the model config and the tokenizer.
+
+    Two models with the same fingerprint compute the same function on the same machine.
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update(json.dumps(vars(model.cfg), sort_keys=True).encode())
+    h.update(json.dumps(tokenizer.to_json(), sort_keys=True).encode())
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def load_train_state(directory: str | Path) -> dict:
     path = Path(directory) / STATE_FILE
     try:

@@ -11,6 +11,8 @@ Three kinds, one small interface (`encode`, `decode`, `vocab_size`, `eot_id`,
   sees 65 "real" characters, and any prompt can still be typed.
 - `bpe`: byte-level BPE trained with Hugging Face `tokenizers`. Lossless.
 
+`encode_bytes` tokenizes arbitrary bytes (not only valid UTF-8) so that
+`decode_bytes(encode_bytes(data)) == data`; the compressor relies on it.
 `decode` of ids that do not form valid UTF-8 (a model can sample half a
 character) replaces the broken bytes with U+FFFD; `decode_bytes` gives the raw
 bytes.
@@ -19,6 +21,7 @@ bytes.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -37,6 +40,9 @@ class ByteTokenizer:
 
     def encode(self, text: str) -> list[int]:
         return list(text.encode("utf-8"))
+
+    def encode_bytes(self, data: bytes) -> list[int]:
+        return list(data)
 
     def decode_bytes(self, ids: Sequence[int]) -> bytes:
         return bytes(i for i in ids if i < 256)
@@ -76,6 +82,18 @@ class CharTokenizer:
                 ids.extend(self.byte_base + b for b in c.encode("utf-8"))
             else:
                 ids.append(i)
+        return ids
+
+    def encode_bytes(self, data: bytes) -> list[int]:
+        ids = []
+        for c in data.decode("utf-8", errors="surrogateescape"):
+            i = self.index.get(c)
+            if i is not None:
+                ids.append(i)
+            elif "\udc80" <= c <= "\udcff":  # a byte that is not valid UTF-8
+                ids.append(self.byte_base + ord(c) - 0xDC00)
+            else:
+                ids.extend(self.byte_base + b for b in c.encode("utf-8"))
         return ids
 
     def decode_bytes(self, ids: Sequence[int]) -> bytes:
@@ -132,6 +150,17 @@ class BPETokenizer:
     def encode(self, text: str) -> list[int]:
         return self.hf.encode(text, add_special_tokens=False).ids
 
+    def encode_bytes(self, data: bytes) -> list[int]:
+        # Valid UTF-8 runs go through BPE; each invalid byte becomes its single-byte token.
+        byte_token = {b: self.hf.token_to_id(c) for c, b in _byte_level_inverse().items()}
+        ids = []
+        for run in _ESCAPES.split(data.decode("utf-8", errors="surrogateescape")):
+            if run and "\udc80" <= run[0] <= "\udcff":
+                ids.extend(byte_token[ord(c) - 0xDC00] for c in run)
+            elif run:
+                ids.extend(self.encode(run))
+        return ids
+
     def decode_bytes(self, ids: Sequence[int]) -> bytes:
         # The byte-level alphabet maps each byte to one printable char; undo it exactly.
         table = _byte_level_inverse()
@@ -155,6 +184,7 @@ class BPETokenizer:
 
 
 _BYTE_LEVEL_INVERSE: dict[str, int] | None = None
+_ESCAPES = re.compile("([\udc80-\udcff]+)")  # bytes that `surrogateescape` could not decode
 
 
 def _byte_level_inverse() -> dict[str, int]:

@@ -1,0 +1,356 @@
+"""Prediction is compression: arithmetic coding driven by the model's next-token distribution.
+
+A range coder (constriction) spends -log2 p(token) bits on each token, so the
+compressed size is the model's cross-entropy on the input. The decoder can
+only compute one step at a time, so the encoder computes every distribution
+the way the decoder will: the same stepping loop (`_lockstep`), the same batch
+shapes, kernels, dtype (fp32) and thread count. The encoder never scores the
+input with a teacher-forced pass.
+
+- The input is tokenized losslessly (`encode_bytes`) and cut into B contiguous
+  streams, stepped together as one batch with the KV cache: B tokens per forward.
+  A full cache is rebuilt from the last half context (both sides do the same).
+- Every `block_steps` steps ends a block: its tokens get a checksum, so a decoder
+  whose floats differ from the encoder's stops at the first bad block.
+- `static`: the weights stay fixed (Deletang et al., 2024).
+- `adaptive`: after each block both sides take the same optimizer step on the
+  block they have just coded (dynamic evaluation, as nncp does), then rebuild the
+  cache with the new weights. The start is a checkpoint or, with no checkpoint,
+  a fresh model from a seed, which needs nothing shipped beside the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import hashlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import constriction
+import numpy as np
+import torch
+
+from nextlab.checkpoint import model_fingerprint
+from nextlab.compress.container import block_checksum, pack, unpack
+from nextlab.errors import NextlabError
+from nextlab.model import GPT, ModelConfig
+from nextlab.tokenizer import ByteTokenizer, Tokenizer
+
+MODES = ("static", "adaptive")
+# The model `-m none` builds: small enough to learn fast while it codes.
+FRESH_MODEL = ModelConfig(vocab_size=257, block_size=256, n_layer=4, n_head=4, n_embd=128)
+FRESH_LR = 3e-3  # a fresh model learns everything while coding, so faster than a checkpoint's 1e-3
+
+
+@dataclass
+class CoderOptions:
+    mode: str = "static"  # "static" or "adaptive"
+    streams: int = 64  # at most this many streams coded in parallel
+    min_stream_tokens: int = 2048  # shorter inputs use fewer streams (each stream starts cold)
+    block_steps: int = 64  # steps per block: one checksum, and one update in adaptive mode
+    threads: int = 0  # 0 = PyTorch's current setting; recorded, and the decoder uses the same
+    lr: float = 1e-3  # adaptive: Adam learning rate
+    train_window: int = 128  # adaptive: tokens per stream in each update (the newest ones)
+    grad_clip: float = 1.0
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.mode not in MODES:
+            out.append(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        for name in ("streams", "min_stream_tokens", "block_steps", "train_window"):
+            if getattr(self, name) < 1:
+                out.append(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.threads < 0:
+            out.append(f"threads must be at least 0 (0 = current setting), got {self.threads}")
+        if not self.lr > 0:
+            out.append(f"lr must be positive, got {self.lr}")
+        return out
+
+
+@dataclass
+class CodingStats:
+    original_bytes: int
+    compressed_bytes: int  # the whole container
+    payload_bits: int  # the range coder's output alone
+    ideal_bits: float  # sum of -log2 p over the coded tokens (the model's cross-entropy)
+    tokens: int
+    streams: int
+    seconds: float
+    threads: int
+
+    @property
+    def bits_per_byte(self) -> float:
+        return 8 * self.compressed_bytes / max(1, self.original_bytes)
+
+    @property
+    def ideal_bits_per_byte(self) -> float:
+        return self.ideal_bits / max(1, self.original_bytes)
+
+    @property
+    def coder_overhead(self) -> float:
+        """Payload bits over the ideal code length, as a fraction (0.001 = 0.1%)."""
+        return self.payload_bits / self.ideal_bits - 1 if self.ideal_bits > 0 else 0.0
+
+    @property
+    def kb_per_s(self) -> float:
+        return self.original_bytes / 1000 / max(self.seconds, 1e-9)
+
+
+def fresh_model(config: ModelConfig = FRESH_MODEL, seed: int = 0) -> tuple[GPT, Tokenizer]:
+    """The untrained byte-level model `-m none` starts from (the same weights for the same seed)."""
+    tokenizer = ByteTokenizer()
+    cfg = dataclasses.replace(config, vocab_size=tokenizer.vocab_size, dropout=0.0)
+    with torch.random.fork_rng(devices=[]):  # leave the caller's random state alone
+        torch.manual_seed(seed)
+        model = GPT(cfg)
+    return model.eval(), tokenizer
+
+
+def _stream_lengths(n_tokens: int, opts: CoderOptions) -> list[int]:
+    """Contiguous stream lengths, equal but for a shorter last one; non-increasing."""
+    if n_tokens == 0:
+        return []
+    wanted = max(1, min(opts.streams, n_tokens // opts.min_stream_tokens))
+    per = math.ceil(n_tokens / wanted)
+    count = math.ceil(n_tokens / per)
+    return [per] * (count - 1) + [n_tokens - per * (count - 1)]
+
+
+def _prefill(model: GPT, hist: torch.Tensor, end: int):
+    """A new cache holding the last half context of every stream; the logits after it."""
+    cache = model.make_cache(hist.size(0))
+    start = max(0, end - model.cfg.block_size // 2)
+    logits, _ = model(hist[:, start:end], cache=cache)
+    return cache, logits[:, -1]
+
+
+def _update(model: GPT, optimizer, hist: torch.Tensor, end: int, rows: int, opts: CoderOptions) -> None:
+    """One optimizer step on the newest tokens of the first `rows` streams (identical on both sides)."""
+    start = max(0, end - 1 - min(opts.train_window, model.cfg.block_size))
+    x, y = hist[:rows, start : end - 1], hist[:rows, start + 1 : end]
+    with torch.enable_grad():
+        _, loss = model(x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), opts.grad_clip)
+        optimizer.step()
+
+
+def _lockstep(
+    model: GPT,
+    eot_id: int,
+    lengths: list[int],
+    opts: CoderOptions,
+    code_step: Callable[[np.ndarray], np.ndarray],
+    end_block: Callable[[int, np.ndarray], None],
+    progress: Callable[[int], None] | None,
+) -> torch.Tensor:
+    """The loop both sides run: distributions -> coded tokens -> next distributions.
+
+    `code_step(probs)` gets the float64 distributions of the active streams (a
+    prefix of the rows, as lengths never increase) and returns their tokens: the
+    encoder encodes the known ones, the decoder decodes them. `end_block(i, tokens)`
+    sees each finished block (steps x streams). Returns every stream's tokens
+    after a leading end-of-text, padded with end-of-text.
+    """
+    B, n_steps = len(lengths), lengths[0]
+    hist = torch.full((B, n_steps + 1), eot_id, dtype=torch.long)
+    optimizer = None
+    if opts.mode == "adaptive":
+        optimizer = torch.optim.Adam(model.parameters(), lr=opts.lr, betas=(0.9, 0.99), foreach=False)
+    cache, logits = _prefill(model, hist, 1)
+    active = B
+    block_start = 0
+    for t in range(n_steps):
+        while lengths[active - 1] <= t:
+            active -= 1
+        probs = torch.softmax(logits.double(), dim=-1).numpy()
+        hist[:active, t + 1] = torch.from_numpy(code_step(probs[:active]).astype(np.int64))
+        if progress:
+            progress(active)
+        end = t + 2  # columns of hist filled
+        last = t + 1 == n_steps
+        if (t + 1) % opts.block_steps == 0 or last:
+            end_block(t // opts.block_steps, hist[:, block_start + 1 : end].numpy())
+            block_start = t + 1
+            if optimizer is not None and not last:
+                _update(model, optimizer, hist, end, sum(n >= t + 1 for n in lengths), opts)
+                cache, logits = _prefill(model, hist, end)
+                continue
+        if last:
+            break
+        if cache.length == cache.capacity:
+            cache, logits = _prefill(model, hist, end)
+        else:
+            logits = model(hist[:, end - 1 : end], cache=cache)[0][:, -1]
+    return hist
+
+
+@contextlib.contextmanager
+def _threads(n: int):
+    """Run with exactly n intra-op threads (float kernels' results depend on it)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _model_section(model: GPT, tokenizer: Tokenizer, fresh_seed: int | None, source: str) -> dict:
+    section = {"fingerprint": model_fingerprint(model, tokenizer), "tokenizer": tokenizer.kind}
+    if fresh_seed is None:
+        section["source"] = source
+    else:
+        section["fresh"] = {"seed": fresh_seed, "config": vars(model.cfg)}
+    return section
+
+
+def compress_bytes(
+    data: bytes,
+    model: GPT,
+    tokenizer: Tokenizer,
+    opts: CoderOptions | None = None,
+    *,
+    fresh_seed: int | None = None,
+    source: str = "",
+    progress: Callable[[int], None] | None = None,
+) -> tuple[bytes, CodingStats]:
+    """Compress `data` with the model; returns the container and its statistics.
+
+    `fresh_seed` says the model is `fresh_model(model.cfg, fresh_seed)` (nothing to
+    ship); `source` records where the checkpoint came from (a hint for decompress).
+    Adaptive mode trains a copy of the model; the caller's model is left unchanged.
+    """
+    opts = opts or CoderOptions()
+    if opts.problems():
+        raise NextlabError("; ".join(opts.problems()))
+    threads = opts.threads or torch.get_num_threads()
+    t0 = time.perf_counter()
+    tokens = tokenizer.encode_bytes(data)
+    if tokenizer.decode_bytes(tokens) != data:
+        raise NextlabError(f"the model's {tokenizer.kind} tokenizer does not round-trip this input; use a bytes-level model")
+    header = {
+        "mode": opts.mode,
+        "model": _model_section(model, tokenizer, fresh_seed, source),
+        "original_length": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "coder": {"library": "constriction", "coder": "RangeEncoder", "model": "Categorical(perfect=False)", "probs": "float64"},
+        "options": {k: v for k, v in vars(opts).items() if k != "threads"},
+        "threads": threads,
+        "dtype": "float32",
+        "streams": [],
+        "block_checksums": [],
+    }
+    lengths = _stream_lengths(len(tokens), opts)
+    header["streams"] = lengths
+    encoder = constriction.stream.queue.RangeEncoder()
+    family = constriction.stream.model.Categorical(perfect=False)
+    ideal = 0.0
+    if lengths:
+        starts = np.cumsum([0] + lengths[:-1])
+        ids = np.array(tokens, dtype=np.int32)
+        step = 0
+
+        def code_step(probs: np.ndarray) -> np.ndarray:
+            nonlocal ideal, step
+            symbols = ids[starts[: len(probs)] + step]
+            encoder.encode(symbols, family, probs)
+            ideal -= float(np.log2(probs[np.arange(len(probs)), symbols]).sum())
+            step += 1
+            return symbols
+
+        def end_block(i: int, block: np.ndarray) -> None:
+            header["block_checksums"].append(block_checksum(block))
+
+        work = _working_copy(model, opts)
+        with _threads(threads), torch.no_grad():
+            _lockstep(work, tokenizer.eot_id, lengths, opts, code_step, end_block, progress)
+    payload = encoder.get_compressed()
+    blob = pack(header, payload)
+    stats = CodingStats(len(data), len(blob), 32 * len(payload), ideal, len(tokens), len(lengths), time.perf_counter() - t0, threads)
+    return blob, stats
+
+
+def _working_copy(model: GPT, opts: CoderOptions) -> GPT:
+    """The model the coder runs: fp32, eval mode, explicit attention; a copy when it will be trained."""
+    work = copy.deepcopy(model) if opts.mode == "adaptive" else model
+    work = work.float().eval()
+    work.set_attention(True)
+    return work
+
+
+def read_header(blob: bytes, source: str) -> dict:
+    return unpack(blob, source)[0]
+
+
+def decompress_bytes(
+    blob: bytes,
+    model: GPT | None,
+    tokenizer: Tokenizer | None,
+    *,
+    source: str = "input",
+    progress: Callable[[int], None] | None = None,
+) -> tuple[bytes, CodingStats]:
+    """The original bytes of a container; `model` may be None when the file was made with a fresh model.
+
+    Raises NextlabError, and returns nothing, for any mismatch: wrong model,
+    damaged file, or a block that decodes differently on this machine.
+    """
+    t0 = time.perf_counter()
+    header, payload = unpack(blob, source)
+    try:
+        mode, msec, lengths = header["mode"], header["model"], header["streams"]
+        opts = CoderOptions(**header["options"], threads=int(header["threads"]))
+        checksums, n, digest = header["block_checksums"], int(header["original_length"]), header["sha256"]
+    except (KeyError, TypeError, ValueError) as e:
+        raise NextlabError(f"{source}: malformed header ({e.__class__.__name__}: {e})") from None
+    if mode not in MODES or opts.problems():
+        raise NextlabError(f"{source}: malformed header (mode {mode!r}; {'; '.join(opts.problems())})")
+    if "fresh" in msec:
+        try:
+            cfg = ModelConfig(**msec["fresh"]["config"])
+        except TypeError as e:
+            raise NextlabError(f"{source}: the fresh model's config does not match this nextlab version ({e})") from None
+        model, tokenizer = fresh_model(cfg, int(msec["fresh"]["seed"]))
+    elif model is None:
+        raise NextlabError(f"{source} was compressed with the model at {msec.get('source') or '(unknown)'}; pass it with -m")
+    found = model_fingerprint(model, tokenizer)
+    if found != msec["fingerprint"]:
+        what = "fresh model (this PyTorch initializes differently)" if "fresh" in msec else "model"
+        raise NextlabError(
+            f"{source}: wrong {what}: the file needs fingerprint {msec['fingerprint'][:16]}, got {found[:16]}"
+            + (f" (compressed with {msec['source']})" if msec.get("source") else "")
+        )
+    out = b""
+    if lengths:
+        decoder = constriction.stream.queue.RangeDecoder(payload)
+        family = constriction.stream.model.Categorical(perfect=False)
+
+        def code_step(probs: np.ndarray) -> np.ndarray:
+            try:
+                return decoder.decode(family, probs)
+            except Exception as e:  # the coder's own complaint about impossible data
+                raise NextlabError(f"{source}: the coded data is inconsistent ({e})") from None
+
+        def end_block(i: int, block: np.ndarray) -> None:
+            if i >= len(checksums) or block_checksum(block) != checksums[i]:
+                raise NextlabError(
+                    f"{source}: block {i + 1} of {len(checksums)} decodes differently from what was compressed: this machine's "
+                    f"floating-point results differ from the encoder's (another CPU, PyTorch version or thread count "
+                    f"than its {opts.threads}); nothing was written"
+                )
+
+        work = _working_copy(model, opts)
+        with _threads(opts.threads), torch.no_grad():
+            hist = _lockstep(work, tokenizer.eot_id, lengths, opts, code_step, end_block, progress)
+        tokens = [t for row, k in zip(hist[:, 1:].tolist(), lengths) for t in row[:k]]
+        out = tokenizer.decode_bytes(tokens)
+    if len(out) != n or hashlib.sha256(out).hexdigest() != digest:
+        raise NextlabError(f"{source}: the decoded data fails its SHA-256 check; nothing was written")
+    stats = CodingStats(n, len(blob), 32 * len(payload), float("nan"), sum(lengths), len(lengths), time.perf_counter() - t0, opts.threads)
+    return out, stats

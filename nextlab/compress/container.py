@@ -1,0 +1,88 @@
+"""The compressed file format: one self-checking container, written atomically.
+
+Layout (all integers little-endian):
+
+    magic            6 bytes   b"NXLZ\\r\\n" (the CR LF catches text-mode transfers)
+    version          u16       FORMAT_VERSION
+    header length    u32
+    header           zlib-compressed UTF-8 JSON: mode, model fingerprint (and the seed and config of
+                     a fresh model), original length and SHA-256, tokenizer, streams,
+                     block checksums, coder and update parameters, thread count
+    payload length   u64
+    payload          the range coder's 32-bit words
+    file digest      32 bytes  SHA-256 of everything above
+
+The digest makes any bit flip or truncation an error before decoding starts;
+the per-block checksums in the header catch the one failure a digest cannot:
+a machine whose floating-point results differ from the encoder's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import tempfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from nextlab.errors import NextlabError
+
+MAGIC = b"NXLZ\r\n"
+FORMAT_VERSION = 1
+_PREFIX = struct.Struct("<6sHI")  # magic, version, header length
+_DIGEST = 32
+
+
+def pack(header: dict, payload: np.ndarray) -> bytes:
+    """The container's bytes for a header and the coder's uint32 words."""
+    head = zlib.compress(json.dumps(header, separators=(",", ":"), sort_keys=True).encode(), 9)
+    words = np.ascontiguousarray(payload, dtype="<u4").tobytes()
+    body = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(head)) + head + struct.pack("<Q", len(words)) + words
+    return body + hashlib.sha256(body).digest()
+
+
+def unpack(blob: bytes, source: str) -> tuple[dict, np.ndarray]:
+    """Header and payload words of a container; every kind of damage is a NextlabError naming `source`."""
+    if len(blob) < len(MAGIC) or blob[: len(MAGIC)] != MAGIC:
+        raise NextlabError(f"{source}: not a nextlab compressed file (bad magic bytes)")
+    if len(blob) < _PREFIX.size + 8 + _DIGEST:
+        raise NextlabError(f"{source}: truncated ({len(blob)} bytes)")
+    _, version, head_len = _PREFIX.unpack_from(blob)
+    if version != FORMAT_VERSION:
+        raise NextlabError(f"{source}: format version {version} is not supported (this nextlab reads version {FORMAT_VERSION})")
+    body, digest = blob[:-_DIGEST], blob[-_DIGEST:]
+    if hashlib.sha256(body).digest() != digest:
+        raise NextlabError(f"{source}: corrupted or truncated (file checksum does not match)")
+    try:
+        header = json.loads(zlib.decompress(body[_PREFIX.size : _PREFIX.size + head_len]))
+        (n,) = struct.unpack_from("<Q", body, _PREFIX.size + head_len)
+        start = _PREFIX.size + head_len + 8
+        if start + n != len(body) or n % 4:
+            raise ValueError("payload length does not match the file")
+    except (ValueError, struct.error, zlib.error) as e:  # only reachable with a forged digest
+        raise NextlabError(f"{source}: malformed container ({e})") from None
+    return header, np.frombuffer(body[start:], dtype="<u4").astype(np.uint32)
+
+
+def write_atomic(path: str | Path, data: bytes) -> None:
+    """Write to a temporary file beside `path`, fsync, then rename: never a half-written file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def block_checksum(tokens: np.ndarray) -> str:
+    """Checksum of one block of decoded tokens (8 hex digits of SHA-256: the whole file's SHA-256 backs it up)."""
+    return hashlib.sha256(np.ascontiguousarray(tokens, dtype="<i4").tobytes()).hexdigest()[:8]

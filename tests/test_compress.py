@@ -1,0 +1,279 @@
+"""Compression: byte-exact round trips in both modes, the container's checks, the coder's overhead."""
+
+import dataclasses
+import hashlib
+import os
+import random
+import struct
+
+import pytest
+import torch
+from conftest import make_text, run_cli, tiny_args
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nextlab.checkpoint import load_checkpoint
+from nextlab.compress import CoderOptions, compress_bytes, decompress_bytes, fresh_model, read_header
+from nextlab.compress.files import compress_file
+from nextlab.errors import NextlabError
+from nextlab.model import ModelConfig
+from nextlab.tokenizer import BPETokenizer, ByteTokenizer, CharTokenizer
+
+SMALL = ModelConfig(vocab_size=257, block_size=32, n_layer=1, n_head=2, n_embd=32)
+# Few tokens per stream and short blocks, so that short inputs still use several
+# streams, fill and rebuild the cache, and take adaptive updates.
+OPTS = dict(streams=4, min_stream_tokens=16, block_steps=8, train_window=16, threads=1)
+
+
+def roundtrip(data: bytes, model, tokenizer, mode: str, seed=None, **kw):
+    opts = CoderOptions(mode=mode, **{**OPTS, **kw})
+    blob, stats = compress_bytes(data, model, tokenizer, opts, fresh_seed=seed)
+    out, _ = decompress_bytes(blob, None if seed is not None else model, None if seed is not None else tokenizer)
+    assert out == data
+    return blob, stats
+
+
+@pytest.fixture(scope="module")
+def small():
+    return fresh_model(SMALL, seed=7)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_checkpoint):
+    return load_checkpoint(tiny_checkpoint)
+
+
+@pytest.fixture(scope="module")
+def chars_checkpoint(corpus_file, tmp_path_factory):
+    from nextlab.cli import main
+
+    out = tmp_path_factory.mktemp("run") / "chars"
+    assert main(tiny_args(corpus_file, out, steps=5, extra=["data.tokenizer=\"chars\""])) == 0
+    return out
+
+
+@pytest.mark.parametrize("mode", ["static", "adaptive"])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=300))
+def test_roundtrip_any_bytes_fresh_model(small, mode, data):
+    roundtrip(data, *small, mode, seed=7)
+
+
+@pytest.mark.parametrize("mode", ["static", "adaptive"])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(max_size=200))
+def test_roundtrip_utf8_text_checkpoint(tiny, mode, text):
+    roundtrip(text.encode(), tiny.model, tiny.tokenizer, mode)
+
+
+@pytest.mark.parametrize("mode", ["static", "adaptive"])
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"x", b"\x00", os.urandom(5000), make_text(60).encode(), "naïve 日本語 ✓ \U0001f600 <|endoftext|>".encode() * 20],
+    ids=["empty", "one-byte", "nul", "random-binary", "text", "unicode"],
+)
+def test_roundtrip_cases(tiny, mode, data):
+    roundtrip(data, tiny.model, tiny.tokenizer, mode)
+
+
+def test_unseen_characters_with_a_chars_model(chars_checkpoint):
+    ckpt = load_checkpoint(chars_checkpoint)
+    data = "the cat sees Ωmega and ✓ ".encode() + b"\xff\xfe broken utf-8 \xed\xb2\x80" + make_text(20).encode()
+    for mode in ("static", "adaptive"):
+        roundtrip(data, ckpt.model, ckpt.tokenizer, mode)
+
+
+@pytest.mark.parametrize("kind", ["bytes", "chars", "bpe"])
+@settings(max_examples=40, deadline=None)
+@given(data=st.binary(max_size=200) | st.text(max_size=100).map(str.encode))
+def test_tokenizers_encode_any_bytes_losslessly(kind, data):
+    tok = {"bytes": ByteTokenizer(), "chars": _CHARS, "bpe": _BPE}[kind]
+    ids = tok.encode_bytes(data)
+    assert tok.decode_bytes(ids) == data
+    assert tok.eot_id not in ids
+
+
+_CHARS = CharTokenizer.train([make_text(50)])
+_BPE = BPETokenizer.train([make_text(200)], 300)
+
+
+def test_multi_megabyte_static(small):
+    rng = random.Random(0)
+    data = make_text(70000).encode()[:2_000_000] + bytes(rng.randrange(256) for _ in range(100_000))
+    assert len(data) > 2_000_000
+    blob, stats = roundtrip(data, *small, "static", seed=7, streams=256, min_stream_tokens=2048, block_steps=512)
+    assert stats.streams == 256
+
+
+def test_same_input_same_file(tiny):
+    data = make_text(40).encode()
+    for mode in ("static", "adaptive"):
+        opts = CoderOptions(mode=mode, **OPTS)
+        a, _ = compress_bytes(data, tiny.model, tiny.tokenizer, opts)
+        b, _ = compress_bytes(data, tiny.model, tiny.tokenizer, opts)
+        assert a == b
+
+
+def test_coder_overhead_is_small(tiny):
+    data = make_text(800, seed=3).encode()  # ~30 KB of the text the model was trained on
+    _, stats = compress_bytes(data, tiny.model, tiny.tokenizer, CoderOptions(threads=1))
+    assert stats.ideal_bits_per_byte < 6  # the model has learned something of this text ...
+    assert 0 <= stats.coder_overhead < 0.005  # ... and the coder spends < 0.5% over its ideal code length
+    assert stats.payload_bits >= stats.ideal_bits
+
+
+def test_adaptive_learns_while_coding(small):
+    rng = random.Random(1)
+    data = bytes(rng.randrange(256) for _ in range(64)) * 60  # a pattern only the input itself teaches
+    _, static = roundtrip(data, *small, "static", seed=7)
+    _, adaptive = roundtrip(data, *small, "adaptive", seed=7, lr=3e-3)
+    assert static.ideal_bits_per_byte > 7.5
+    assert adaptive.ideal_bits_per_byte < static.ideal_bits_per_byte - 1.5
+
+
+def test_caller_model_is_untouched_by_adaptive(small):
+    model, tok = small
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    compress_bytes(make_text(30).encode(), model, tok, CoderOptions(mode="adaptive", **OPTS), fresh_seed=7)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_different_floats_fail_at_the_first_bad_block(tiny, monkeypatch):
+    """A machine that computes slightly different floats: decoding stops at a block checksum, naming it."""
+    data = make_text(80).encode()
+    blob, _ = compress_bytes(data, tiny.model, tiny.tokenizer, CoderOptions(**OPTS))
+    other = load_checkpoint(tiny.path)
+    with torch.no_grad():
+        other.model.lm_head.weight.mul_(1.02)  # stands in for another CPU's rounding
+    import nextlab.compress.coder as coder
+
+    monkeypatch.setattr(coder, "model_fingerprint", lambda m, t: read_header(blob, "x")["model"]["fingerprint"])
+    with pytest.raises(NextlabError, match=r"block \d+ of \d+ decodes differently.*floating-point"):
+        decompress_bytes(blob, other.model, other.tokenizer)
+
+
+# --- files and the command line ----------------------------------------------------------------
+
+
+@pytest.fixture()
+def packed(tiny_checkpoint, tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_bytes(make_text(50).encode())
+    result = compress_file(src, tiny_checkpoint, opts=CoderOptions(**OPTS))
+    return src, result.output
+
+
+def test_cli_roundtrip_with_stats(tiny_checkpoint, tmp_path):
+    src = tmp_path / "words.txt"
+    src.write_bytes(make_text(100).encode())
+    r = run_cli("compress", str(src), "-m", str(tiny_checkpoint), "--stats", "--no-progress", "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    for line in ("bits per byte", "ideal code length", "coder overhead", "throughput", "gzip -9", "bzip2 -9", "xz -9e", "adjusted"):
+        assert line in r.stdout
+    out = tmp_path / "restored.txt"
+    r = run_cli("decompress", str(src) + ".nxz", "-o", str(out), "--no-progress")  # model found from the file's record
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes() == src.read_bytes()
+
+
+def test_cli_fresh_model_needs_no_checkpoint(tmp_path):
+    src = tmp_path / "a.bin"
+    src.write_bytes(os.urandom(300) + b"abc" * 100)
+    assert run_cli("compress", str(src), "-m", "none", "--no-progress", "--streams", "2", "--threads", "1").returncode == 0
+    assert read_header((tmp_path / "a.bin.nxz").read_bytes(), "x")["mode"] == "adaptive"
+    src.rename(tmp_path / "orig.bin")
+    r = run_cli("decompress", str(tmp_path / "a.bin.nxz"), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert src.read_bytes() == (tmp_path / "orig.bin").read_bytes()
+
+
+def _fails(args, match, out):
+    r = run_cli(*args, "--no-progress", "--threads", "1") if args[0] == "compress" else run_cli(*args, "--no-progress")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.startswith("error: ") and match in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not out.exists()
+    assert not [p for p in out.parent.iterdir() if p.name.endswith(".tmp")]  # no half-written leftovers
+
+
+def test_wrong_model_is_refused(packed, corpus_file, tmp_path):
+    from nextlab.cli import main
+
+    _, nxz = packed
+    other = tmp_path / "other"
+    assert main(tiny_args(corpus_file, other, steps=2, extra=["train.seed=99"])) == 0
+    _fails(["decompress", str(nxz), "-m", str(other), "-o", str(tmp_path / "out")], "wrong model", tmp_path / "out")
+
+
+def test_truncated_file_is_refused(packed, tmp_path):
+    _, nxz = packed
+    blob = nxz.read_bytes()
+    for cut in (len(blob) - 1, len(blob) // 2, 20, 5):
+        bad = tmp_path / f"cut{cut}.nxz"
+        bad.write_bytes(blob[:cut])
+        _fails(["decompress", str(bad), "-m", "none"], "truncated" if cut > 5 else "not a nextlab", bad.with_suffix(""))
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(position=st.floats(0, 1, exclude_max=True), bit=st.integers(0, 7))
+def test_any_bit_flip_is_refused(packed, tiny, position, bit):
+    _, nxz = packed
+    blob = bytearray(nxz.read_bytes())
+    i = int(position * len(blob))
+    blob[i] ^= 1 << bit
+    with pytest.raises(NextlabError, match="corrupted|not a nextlab|version"):
+        decompress_bytes(bytes(blob), tiny.model, tiny.tokenizer)
+
+
+def test_bit_flip_via_cli(packed, tmp_path):
+    _, nxz = packed
+    blob = bytearray(nxz.read_bytes())
+    blob[len(blob) // 2] ^= 4
+    bad = tmp_path / "flip.nxz"
+    bad.write_bytes(bytes(blob))
+    _fails(["decompress", str(bad)], "corrupted", tmp_path / "flip")
+
+
+def test_unknown_version_is_refused(packed, tmp_path):
+    _, nxz = packed
+    body = bytearray(nxz.read_bytes()[:-32])
+    struct.pack_into("<H", body, 6, 99)
+    bad = tmp_path / "v99.nxz"
+    bad.write_bytes(bytes(body) + hashlib.sha256(body).digest())
+    _fails(["decompress", str(bad)], "format version 99 is not supported", tmp_path / "v99")
+
+
+def test_bad_block_checksum_via_cli(packed, tmp_path):
+    """A valid container whose block checksum disagrees (what another CPU's floats would cause)."""
+    import json
+
+    from nextlab.compress.container import pack, unpack
+
+    _, nxz = packed
+    header, payload = unpack(nxz.read_bytes(), "x")
+    header["block_checksums"][1] = "00000000"
+    bad = tmp_path / "blk.nxz"
+    bad.write_bytes(pack(json.loads(json.dumps(header)), payload))
+    _fails(["decompress", str(bad)], "block 2 of", tmp_path / "blk")
+
+
+def test_cli_input_errors(tiny_checkpoint, packed, tmp_path):
+    src, nxz = packed
+    _fails(["compress", str(tmp_path / "missing"), "-m", str(tiny_checkpoint)], "no such file", tmp_path / "missing.nxz")
+    r = run_cli("compress", str(src), "-m", str(tiny_checkpoint), "--no-progress", "--threads", "1")  # in.txt.nxz exists
+    assert r.returncode == 2 and "already exists" in r.stderr
+    r = run_cli("compress", str(src), "-m", str(tiny_checkpoint), "--streams", "0", "-o", str(tmp_path / "z"))
+    assert r.returncode == 2 and "streams must be at least 1" in r.stderr
+    plain = tmp_path / "plain.txt"
+    plain.write_bytes(b"hello")
+    _fails(["decompress", str(plain), "-o", str(tmp_path / "p.out")], "not a nextlab compressed file", tmp_path / "p.out")
+    r = run_cli("decompress", str(nxz), "--no-progress")  # in.txt exists
+    assert r.returncode == 2 and "already exists" in r.stderr
+
+
+def test_options_are_recorded(packed):
+    _, nxz = packed
+    header = read_header(nxz.read_bytes(), "x")
+    assert header["threads"] == 1 and header["options"]["block_steps"] == 8
+    assert header["coder"]["model"] == "Categorical(perfect=False)"
+    assert len(header["block_checksums"]) == -(-header["streams"][0] // 8)
+    assert dataclasses.asdict(CoderOptions(**header["options"], threads=1)) == dataclasses.asdict(CoderOptions(**OPTS))
