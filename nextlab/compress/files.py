@@ -47,6 +47,43 @@ def baseline_sizes(data: bytes) -> dict[str, int]:
     return sizes
 
 
+def measure_compression(data: bytes, model, tokenizer, modes=("static", "adaptive"), threads: int = 0) -> dict:
+    """Compress `data` in each mode, check the round trip, and compare with the classic compressors.
+
+    Also scores the data with the teacher-forced scorer (`sample.token_logprobs`):
+    its cross-entropy in nats per byte, divided by ln 2, predicts the static rate.
+    """
+    import math
+
+    from nextlab.sample import token_logprobs
+
+    ids = tokenizer.encode_bytes(data)
+    nats = -float(token_logprobs(model, ids, context=[tokenizer.eot_id]).sum()) if ids else 0.0
+    out = {
+        "bytes": len(data),
+        "params": model.num_params(),
+        "scorer_nats_per_byte": nats / max(1, len(data)),
+        "scorer_bits_per_byte": nats / max(1, len(data)) / math.log(2),
+        "baselines": {name: 8 * n / max(1, len(data)) for name, n in baseline_sizes(data).items()},
+        "modes": {},
+    }
+    for mode in modes:
+        blob, st = compress_bytes(data, model, tokenizer, CoderOptions(mode=mode, threads=threads))
+        restored, dst = decompress_bytes(blob, model, tokenizer)
+        if restored != data:  # decompress_bytes checks the SHA-256 itself; this is belt and braces
+            raise NextlabError(f"{mode} round trip failed")
+        out["modes"][mode] = {
+            "bits_per_byte": st.bits_per_byte,
+            "ideal_bits_per_byte": st.ideal_bits_per_byte,
+            "adjusted_bits_per_byte": 8 * (len(blob) + 2 * out["params"]) / max(1, len(data)),
+            "coder_overhead": st.coder_overhead,
+            "compress_kb_per_s": st.kb_per_s,
+            "decompress_kb_per_s": dst.kb_per_s,
+            "streams": st.streams,
+        }
+    return out
+
+
 def _read(path: Path) -> bytes:
     try:
         return path.read_bytes()
