@@ -194,17 +194,16 @@ def _coding_progress(enabled: bool, total: int, label: str):
 
 
 def cmd_compress(args) -> None:
-    from nextlab.compress import FRESH_LR, CoderOptions
+    from nextlab.compress import CoderOptions, fresh_options
     from nextlab.compress.files import baseline_sizes, compress_file
 
-    mode = args.mode or ("adaptive" if args.model == "none" else "static")
-    opts = CoderOptions(mode=mode, threads=args.threads or 0)
-    if args.model == "none" and args.lr is None:
-        opts.lr = FRESH_LR
-    for name in ("streams", "block_steps", "lr", "train_window"):
+    fresh = args.model == "none"
+    opts = fresh_options() if fresh else CoderOptions()
+    opts.mode = args.mode or opts.mode
+    for name in ("streams", "block_steps", "lr", "train_window", "threads"):
         if getattr(args, name) is not None:
             setattr(opts, name, getattr(args, name))
-    checkpoint = None if args.model == "none" else args.model
+    checkpoint = None if fresh else args.model
     size = Path(args.input).stat().st_size if Path(args.input).is_file() else 0
     with _coding_progress(not args.no_progress, size, "compressing") as progress:
         bar = progress.add_task("", total=size)
@@ -222,7 +221,9 @@ def cmd_compress(args) -> None:
         ("compressed size", f"{st.compressed_bytes:,} bytes (coded payload {st.payload_bits // 8:,})"),
         ("bits per byte", f"{st.bits_per_byte:.4f}"),
         ("model's ideal code length", f"{st.ideal_bits / 8:,.0f} bytes = {st.ideal_bits_per_byte:.4f} bits/byte (sum of -log2 p)"),
-        ("coder overhead over ideal", f"{100 * st.coder_overhead:.4f}%"),
+        ("coder overhead over ideal", f"{100 * st.coder_overhead:.4f}%" + (
+            " (below the ideal: the coder's probability floor of about 2^-24 caps the cost of tokens the model "
+            "thought even less likely)" if st.coder_overhead < 0 else "")),
         ("tokens, streams", f"{st.tokens:,} tokens in {st.streams} streams"),
         ("throughput", f"{st.kb_per_s:.1f} KB/s ({st.threads} threads)"),
     ]
@@ -247,6 +248,50 @@ def cmd_decompress(args) -> None:
     st = result.stats
     print(f"{args.input}: {st.compressed_bytes:,} -> {st.original_bytes:,} bytes in {st.seconds:.1f} s "
           f"({st.kb_per_s:.1f} KB/s), SHA-256 verified -> {result.output}")
+
+
+def cmd_sweep(args) -> None:
+    from nextlab.scaling import load_sweep, run_sweep
+
+    if args.jobs < 1:
+        raise NextlabError(f"--jobs must be at least 1, got {args.jobs}")
+    sweep = load_sweep(args.sweep)
+    rows = run_sweep(sweep, jobs=args.jobs)
+    print(f"{len(rows)} runs in {sweep.out}; next: nextlab fit {sweep.out}")
+
+
+def cmd_fit(args) -> None:
+    from nextlab.scaling import fit_sweep, load_sweep_results, plot_sweep
+    from nextlab.scaling.analysis import fit_report, fits_to_json
+
+    rows = load_sweep_results(args.sweep_dir)
+    fits = fit_sweep(rows, n_bootstrap=args.bootstrap)
+    print(fit_report(fits))
+    for path in plot_sweep(rows, fits, Path(args.sweep_dir) / "plots"):
+        print(f"wrote {path}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(fits_to_json(fits), indent=1))
+        print(f"wrote {args.json}")
+
+
+def cmd_emergence(args) -> None:
+    from nextlab.scaling import emergence, emergence_over_training, load_sweep_results
+    from nextlab.scaling.analysis import emergence_report
+
+    tasks = [t for t in args.task.split(",") if t] if args.task else None
+    rows = load_sweep_results(args.sweep_dir)
+    table = emergence(rows, tasks)
+    print(emergence_report(table, "compute across the sweep"))
+    largest = max(rows, key=lambda r: (r["C"], r["name"]))
+    try:
+        over_steps = emergence_over_training(Path(args.sweep_dir) / largest["name"], largest["N"], tasks)
+        print(emergence_report(over_steps, f"compute over the training of {largest['name']}"))
+    except NextlabError as e:
+        over_steps = {}
+        print(f"over training: {e}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"across_sweep": table, "over_training": over_steps}, indent=1))
+        print(f"wrote {args.json}")
 
 
 def _world_from_args(args):
@@ -365,10 +410,10 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("-o", "--output", help="output file (default INPUT.nxz)")
     z.add_argument("--mode", choices=("static", "adaptive"), help="static: fixed weights; adaptive: keep learning while coding "
                    "(default: static with a checkpoint, adaptive with -m none)")
-    z.add_argument("--streams", type=int, help="most parallel streams (default 64)")
-    z.add_argument("--block-steps", type=int, help="steps per checksummed block and per adaptive update (default 64)")
-    z.add_argument("--lr", type=float, help="adaptive: learning rate (default 1e-3; 3e-3 with -m none)")
-    z.add_argument("--train-window", type=int, help="adaptive: newest tokens per stream in each update (default 128)")
+    z.add_argument("--streams", type=int, help="most parallel streams (default 64; 16 with -m none)")
+    z.add_argument("--block-steps", type=int, help="steps per checksummed block and per adaptive update (default 64; 16 with -m none)")
+    z.add_argument("--lr", type=float, help="adaptive: Adam learning rate (default 2e-3; 8e-3 with -m none)")
+    z.add_argument("--train-window", type=int, help="adaptive: newest tokens per stream in each update (default 64; 32 with -m none)")
     z.add_argument("--threads", type=int, help="PyTorch threads (recorded; decompression uses the same)")
     z.add_argument("--seed", type=int, default=0, help="seed of the fresh model with -m none")
     z.add_argument("--stats", action="store_true", help="print ideal code length, coder overhead, throughput, gzip/bzip2/xz")
@@ -383,6 +428,23 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("-f", "--force", action="store_true", help="overwrite the output")
     u.add_argument("--no-progress", action="store_true")
     u.set_defaults(func=cmd_decompress)
+
+    sw = sub.add_parser("sweep", help="train a grid of model sizes, token budgets and seeds (resumable)")
+    sw.add_argument("sweep", help="sweep TOML: a run config plus a [grid] section")
+    sw.add_argument("--jobs", type=int, default=1, help="points trained in parallel (the cores are shared between them)")
+    sw.set_defaults(func=cmd_sweep)
+
+    fi = sub.add_parser("fit", help="fit scaling laws L(N), L(D), L(N, D) to a sweep, with bootstrap intervals and plots")
+    fi.add_argument("sweep_dir")
+    fi.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for the intervals (default 200)")
+    fi.add_argument("--json", help="write the fits to this file")
+    fi.set_defaults(func=cmd_fit)
+
+    em = sub.add_parser("emergence", help="how abruptly each task rises with compute, under each metric")
+    em.add_argument("sweep_dir")
+    em.add_argument("--task", help="comma-separated task names (default: every task the sweep evaluated)")
+    em.add_argument("--json", help="write the tables to this file")
+    em.set_defaults(func=cmd_emergence)
 
     d = sub.add_parser("demo", help="train the default model on the built-in corpus and write a report")
     d.add_argument("--quick", action="store_true", help="a run of under a minute")

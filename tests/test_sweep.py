@@ -1,0 +1,126 @@
+"""Sweeps: a grid of ordinary runs that resumes, runs in parallel, and feeds the fits."""
+
+import json
+
+import pytest
+from conftest import run_cli
+
+from nextlab.errors import NextlabError
+from nextlab.scaling import fit_sweep, load_sweep_results, run_sweep, sweep_from_dict
+from nextlab.scaling.sweep import model_shape, points
+
+
+def tiny_sweep(out, depths=(1, 2), tokens=(4096,), seeds=(0,)) -> dict:
+    return {
+        "out": str(out),
+        "grid": {"depth": list(depths), "aspect": 16, "head_dim": 16, "tokens": list(tokens), "seed": list(seeds)},
+        "data": {"path": "", "worlds": {"arithmetic": 1.0}, "world_bytes": 30000},
+        "model": {"block_size": 32},
+        "train": {"batch_size": 8, "warmup_steps": 2, "eval_windows": 8, "eval_world_docs": 4, "threads": 1,
+                  "eval_tasks": ["arithmetic"], "eval_task_items": 4},
+    }
+
+
+def test_size_knob_sets_depth_and_width():
+    assert model_shape(3, 32, 32) == {"n_layer": 3, "n_embd": 96, "n_head": 3}
+    assert model_shape(1, 16, 32) == {"n_layer": 1, "n_embd": 32, "n_head": 1}  # at least one head
+
+
+def test_points_cover_the_grid(tmp_path):
+    sweep = sweep_from_dict(tiny_sweep(tmp_path, depths=(1, 2), tokens=(4096, 8192), seeds=(0, 1)))
+    ps = points(sweep)
+    assert len(ps) == 8 and len({p.config.out for p in ps}) == 8
+    p = next(p for p in ps if p.name == "d2-t8192-s1")
+    assert p.config.model.n_layer == 2 and p.config.train.seed == 1 and p.config.train.steps == 8192 // (8 * 32)
+
+
+def test_bad_grid_is_a_clear_error(tmp_path):
+    bad = tiny_sweep(tmp_path)
+    bad["grid"]["depth"] = []
+    with pytest.raises(NextlabError, match="grid.depth must be a non-empty list"):
+        sweep_from_dict(bad)
+    bad = tiny_sweep(tmp_path)
+    bad["grid"]["width"] = 3
+    with pytest.raises(NextlabError, match="unknown key in \\[grid\\]"):
+        sweep_from_dict(bad)
+    bad = tiny_sweep(tmp_path)
+    bad["train"]["lr"] = "fast"
+    with pytest.raises(NextlabError, match="train.lr"):
+        sweep_from_dict(bad)
+
+
+def test_sweep_records_and_skips_finished_points(tmp_path):
+    sweep = sweep_from_dict(tiny_sweep(tmp_path / "s"))
+    rows = run_sweep(sweep, log=lambda *a: None)
+    assert [r["name"] for r in rows] == ["d1-t4096-s0", "d2-t4096-s0"]
+    for r in rows:
+        assert r["C"] == 6 * r["N"] * r["D"] and r["D"] == 16 * 8 * 32
+        assert r["val_loss"] > 0 and "arithmetic" in r["excess_bpb"] and "exact_match" in r["tasks"]["arithmetic"]
+    assert rows[0]["N"] < rows[1]["N"]
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "s").rglob("point.json")}
+    again = run_sweep(sweep, log=lambda *a: None)
+    assert again == rows and before == {p: p.stat().st_mtime_ns for p in (tmp_path / "s").rglob("point.json")}
+
+
+def test_killed_point_resumes_from_its_checkpoint(tmp_path):
+    """A run killed after a checkpoint, then the sweep run again: it resumes and ends as an uninterrupted one."""
+    from nextlab.train import train
+
+    whole = sweep_from_dict(tiny_sweep(tmp_path / "whole", depths=(1,), tokens=(8192,)))
+    killed = sweep_from_dict(tiny_sweep(tmp_path / "killed", depths=(1,), tokens=(8192,)))
+    [p] = points(killed)
+    evals = []
+
+    def kill_at_third_evaluation(message, *a, **k):
+        if str(message).startswith("step"):
+            evals.append(message)
+            if len(evals) == 3:  # checkpoints are saved every quarter of the run
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(p.config, resume=True, log=kill_at_third_evaluation)
+    assert not (tmp_path / "killed" / p.name / "point.json").exists()
+    assert list((tmp_path / "killed" / p.name / "checkpoints").glob("step_*"))
+    [resumed] = run_sweep(killed, log=lambda *a: None)
+    [reference] = run_sweep(whole, log=lambda *a: None)
+    assert resumed["val_loss"] == reference["val_loss"]
+
+
+def test_parallel_jobs_keep_their_directories_apart(tmp_path):
+    r = run_cli("sweep", str(_write(tmp_path, tiny_sweep(tmp_path / "par", depths=(1, 2, 3)))), "--jobs", "2")
+    assert r.returncode == 0, r.stderr
+    rows = load_sweep_results(tmp_path / "par")
+    assert sorted(r["name"] for r in rows) == ["d1-t4096-s0", "d2-t4096-s0", "d3-t4096-s0"]
+    for r in rows:
+        cfg = json.loads((tmp_path / "par" / r["name"] / "checkpoints").glob("step_*").__next__().joinpath("config.json").read_text())
+        assert cfg["model"]["n_layer"] == int(r["name"][1])  # each directory holds its own run
+
+
+def test_fit_refuses_degenerate_sweeps(tmp_path):
+    one = [{"N": 1000, "D": 5000, "C": 3e7, "val_loss": 2.0, "tasks": {}}]
+    with pytest.raises(NextlabError, match="several finished runs"):
+        fit_sweep(one)
+    flat = [{"N": n, "D": 5000, "C": 6 * n * 5000, "val_loss": 2.0, "tasks": {}} for n in (1e3, 1e4, 1e5, 1e6)]
+    with pytest.raises(NextlabError, match="same validation loss"):
+        fit_sweep(flat)
+    r = run_cli("fit", str(tmp_path / "nothing"))
+    assert r.returncode == 2 and "no such sweep directory" in r.stderr
+
+
+def _write(tmp_path, sweep: dict):
+    import tomllib  # noqa: F401  (the file is read back with tomllib by the CLI)
+
+    path = tmp_path / "sweep.toml"
+    lines = [f'out = "{sweep["out"]}"']
+    for section in ("grid", "data", "model", "train"):
+        lines.append(f"[{section}]")
+        for k, v in sweep[section].items():
+            lines.append(f"{k} = {_toml(v)}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _toml(v):
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml(x)}" for k, x in v.items()) + " }"
+    return json.dumps(v)
