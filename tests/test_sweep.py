@@ -124,3 +124,43 @@ def _toml(v):
     if isinstance(v, dict):
         return "{ " + ", ".join(f"{k} = {_toml(x)}" for k, x in v.items()) + " }"
     return json.dumps(v)
+
+
+def synthetic_sweep(root, noise=0.005, seed=0):
+    """point.json records drawn from a known law, with a task whose per-token accuracy rises smoothly."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    E, A, B, alpha, beta = 1.2, 300.0, 900.0, 0.4, 0.35
+    for n in (2e4, 6e4, 2e5, 6e5, 2e6, 6e6):
+        for d in (1e6, 4e6, 1.6e7):
+            loss = (E + A * n**-alpha + B * d**-beta) * float(np.exp(rng.normal(0, noise)))
+            p = 1 / (1 + np.exp(-2 * (np.log10(6 * n * d) - 13.5)))  # per-token accuracy, smooth in log C
+            name = f"d{int(n)}-t{int(d)}-s0"
+            (root / name).mkdir(parents=True)
+            record = {"name": name, "N": n, "D": d, "C": 6 * n * d, "val_loss": loss, "wall_s": 1.0,
+                      "tasks": {"sums": {"token_accuracy": p, "exact_match": p**8, "target_logprob": 8 * np.log(p)}}}
+            (root / name / "point.json").write_text(json.dumps(record))
+    return E, alpha, beta
+
+
+def test_fit_cli_recovers_a_known_law(tmp_path):
+    E, alpha, beta = synthetic_sweep(tmp_path / "syn")
+    r = run_cli("fit", str(tmp_path / "syn"), "--bootstrap", "20", "--json", str(tmp_path / "fits.json"))
+    assert r.returncode == 0, r.stderr
+    fits = json.loads((tmp_path / "fits.json").read_text())
+    law = fits["L(N, D)"]
+    assert abs(law["alpha"] - alpha) < 0.05 and abs(law["beta"] - beta) < 0.05 and abs(law["E"] - E) / E < 0.05
+    assert fits["extrapolation"]["max_abs_rel_error"] < 0.02
+    assert "compute-optimal allocation" in r.stdout and "extrapolation" in r.stdout
+    for png in ("loss_vs_scale.png", "iso_loss.png", "scores_vs_compute.png"):
+        assert (tmp_path / "syn" / "plots" / png).stat().st_size > 1000
+
+
+def test_emergence_cli_exact_match_is_sharper(tmp_path):
+    synthetic_sweep(tmp_path / "syn")
+    r = run_cli("emergence", str(tmp_path / "syn"), "--json", str(tmp_path / "e.json"))
+    assert r.returncode == 0, r.stderr
+    rows = {row["metric"]: row for row in json.loads((tmp_path / "e.json").read_text())["across_sweep"]["sums"]}
+    assert rows["exact_match"]["width_decades"] < rows["token_accuracy"]["width_decades"]
+    assert "no task evaluations during training" in r.stdout  # synthetic runs have no metrics.jsonl: said, not crashed

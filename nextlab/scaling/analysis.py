@@ -96,6 +96,8 @@ def emergence(rows: list[dict], tasks: list[str] | None = None, x_key: str = "C"
 def emergence_over_training(run_dir: str | Path, n_params: int, tasks: list[str] | None = None) -> dict[str, list[dict]]:
     """The same sharpness figures over the training steps of one run (compute = 6 N tokens-so-far)."""
     path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        raise NextlabError(f"{path}: missing, so no task evaluations during training to analyse")
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     rows = [{"C": 6 * n_params * r["tokens"], "tasks": r["tasks"]} for r in rows if r.get("tasks") and r.get("tokens")]
     if not rows:
