@@ -294,6 +294,36 @@ def cmd_emergence(args) -> None:
         print(f"wrote {args.json}")
 
 
+def cmd_probe(args) -> None:
+    from nextlab.probe import plot_probe, probe, world_knobs
+
+    ckpt = _load(args.checkpoint)
+    result = probe(ckpt.model, ckpt.tokenizer, args.world, args.latent, n_docs=args.docs, seed=args.seed,
+                   knobs=world_knobs(ckpt.config, args.world))
+    print(result.table())
+    out = Path(args.plot or f"probe_{result.world}_{result.latent}.png")
+    print(f"wrote {plot_probe(result, out)}")
+
+
+def cmd_heads(args) -> None:
+    from nextlab.probe.heads import heads_over_training, induction_scores
+
+    ckpt = _load(args.checkpoint)
+    scores = induction_scores(ckpt.model, ckpt.tokenizer.eot_id, seed=args.seed)
+    print(f"{ckpt.path}: induction score per head (mean attention to the token after the previous occurrence; "
+          f"uniform attention would give ~{2 / ckpt.model.cfg.block_size:.3f})")
+    print("layer  " + "".join(f"head {h:<4}" for h in range(scores.shape[1])))
+    for i, row in enumerate(scores):
+        print(f"{i:<7}" + "".join(f"{v:<9.3f}" for v in row))
+    layer, head = divmod(int(scores.argmax()), scores.shape[1])
+    print(f"best: layer {layer} head {head}: {scores.max():.3f}")
+    if args.over_training:
+        rows = heads_over_training(args.checkpoint)
+        print("\ncheckpoint        tokens      best induction   ICL score (late - early loss)")
+        for r in rows:
+            print(f"{r['checkpoint']:<17} {r['tokens'] or 0:<11,} {r['best_induction']:<16.3f} {r['icl_score']:+.4f}")
+
+
 def _world_from_args(args):
     from nextlab.config import parse_override
     from nextlab.worlds.registry import WorldSpecError, make_world
@@ -445,6 +475,21 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--task", help="comma-separated task names (default: every task the sweep evaluated)")
     em.add_argument("--json", help="write the tables to this file")
     em.set_defaults(func=cmd_emergence)
+
+    pr = sub.add_parser("probe", help="linear probes for a world's hidden variables, per layer, with controls")
+    pr.add_argument("checkpoint")
+    pr.add_argument("--world", required=True, help="hmm | arithmetic | arguments | facts")
+    pr.add_argument("--latent", help="hmm: belief | state; arithmetic: carry; arguments: valid; facts: entity; any: token")
+    pr.add_argument("--docs", type=int, default=300, help="documents to draw (70%% train the probe, 30%% score it)")
+    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--plot", help="PNG to write (default probe_WORLD_LATENT.png)")
+    pr.set_defaults(func=cmd_probe)
+
+    hd = sub.add_parser("heads", help="induction score of every attention head; with --over-training, the phase change")
+    hd.add_argument("checkpoint", help="checkpoint or run directory")
+    hd.add_argument("--over-training", action="store_true", help="every checkpoint of the run: induction and ICL scores")
+    hd.add_argument("--seed", type=int, default=0)
+    hd.set_defaults(func=cmd_heads)
 
     d = sub.add_parser("demo", help="train the default model on the built-in corpus and write a report")
     d.add_argument("--quick", action="store_true", help="a run of under a minute")

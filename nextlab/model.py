@@ -11,12 +11,19 @@ Two presets share one code path:
 
 The model knows nothing of training, data or files; it maps token ids to
 next-token logits, with a KV cache for generation.
+
+Hook points, named as in TransformerLens, for looking inside (`GPT.capture`):
+`hook_embed` (the residual stream entering block 0), `blocks.{i}.hook_resid_post`
+(the residual stream after block i) and `blocks.{i}.attn.hook_pattern` (attention
+weights, batch x head x query x key; captured through the explicit attention).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -133,6 +140,7 @@ class Attention(nn.Module):
             self.q_norm = nn.RMSNorm(hd, eps=cfg.norm_eps)
             self.k_norm = nn.RMSNorm(hd, eps=cfg.norm_eps)
         self.manual = False  # set by GPT.set_attention
+        self.hook_pattern: Callable[[torch.Tensor], None] | None = None  # set by GPT.capture
 
     def forward(self, x, rotary, cache: KVCache | None) -> torch.Tensor:
         cfg = self.cfg
@@ -164,6 +172,8 @@ class Attention(nn.Module):
             if mask is not None:
                 att = att.masked_fill(~mask, float("-inf"))
             att = F.dropout(F.softmax(att.float(), dim=-1).to(q.dtype), p=dropout, training=self.training)
+            if self.hook_pattern is not None:
+                self.hook_pattern(att)
             y = att @ v
         elif mask is not None and past == 0:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
@@ -226,6 +236,7 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         if cfg.arch == "gpt2":
             self.lm_head.weight = self.embed_tokens.weight  # tied
+        self.hooks: dict[str, Callable[[torch.Tensor], None]] = {}  # hook point -> function (see capture)
         self.reset_parameters()
         self.set_attention(cfg.attention == "manual")
 
@@ -279,8 +290,10 @@ class GPT(nn.Module):
         else:
             rotary = (self.rope_cos[start : start + T], self.rope_sin[start : start + T])
         x = self.dropout(x)
-        for layer in self.layers:
+        self._hook("hook_embed", x)
+        for i, layer in enumerate(self.layers):
             x = layer(x, rotary, cache)
+            self._hook(f"blocks.{i}.hook_resid_post", x)
         if cache is not None:
             cache.length += T
         logits = self.lm_head(self.norm(x))
@@ -288,6 +301,47 @@ class GPT(nn.Module):
             return logits, None
         loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss
+
+    def _hook(self, name: str, x: torch.Tensor) -> None:
+        fn = self.hooks.get(name)
+        if fn is not None:
+            fn(x)
+
+    def hook_names(self) -> list[str]:
+        names = ["hook_embed"]
+        for i in range(self.cfg.n_layer):
+            names += [f"blocks.{i}.hook_resid_post", f"blocks.{i}.attn.hook_pattern"]
+        return names
+
+    @contextlib.contextmanager
+    def capture(self, names: Iterable[str]) -> Iterator[dict[str, list[torch.Tensor]]]:
+        """Record activations at the named hook points during every forward pass inside the block.
+
+            with model.capture(["blocks.0.hook_resid_post"]) as acts:
+                model(idx)
+            acts["blocks.0.hook_resid_post"][0]  # (B, T, n_embd), detached, float32
+
+        Capturing attention patterns switches to the explicit attention for the duration.
+        """
+        names = list(names)
+        unknown = sorted(set(names) - set(self.hook_names()))
+        if unknown:
+            raise ValueError(f"unknown hook point(s) {unknown}; the model has {self.hook_names()[:3]} ... (see hook_names())")
+        acts: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+        manual = [layer.attn.manual for layer in self.layers]
+        for name in names:
+            record = (lambda store: lambda x: store.append(x.detach().float()))(acts[name])
+            if name.endswith("attn.hook_pattern"):
+                attn = self.layers[int(name.split(".")[1])].attn
+                attn.hook_pattern, attn.manual = record, True
+            else:
+                self.hooks[name] = record
+        try:
+            yield acts
+        finally:
+            self.hooks.clear()
+            for layer, was_manual in zip(self.layers, manual):
+                layer.attn.hook_pattern, layer.attn.manual = None, was_manual
 
     def make_cache(self, batch_size: int = 1) -> KVCache:
         p = self.embed_tokens.weight

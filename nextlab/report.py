@@ -27,6 +27,8 @@ from nextlab.data import prepare_corpus
 from nextlab.errors import NextlabError
 from nextlab.evals import evaluate, get_task
 from nextlab.evals.run import default_tasks
+from nextlab.probe import induction_scores, plot_probe, probe, world_knobs
+from nextlab.probe.heads import heads_over_training
 from nextlab.sample import TokenScore, generate, score
 from nextlab.scaling import emergence, fit_sweep, plot_sweep, run_sweep
 from nextlab.train import train
@@ -52,11 +54,14 @@ def demo_config(quick: bool = False, out: str = "runs/demo") -> RunConfig:
     data = {"path": "stdlib", "worlds": dict(ALL_WORLDS), "world_bytes": 4_000_000}
     if quick:
         train = {"steps": 60, "batch_size": 16, "eval_every": 20, "eval_windows": 64, "warmup_steps": 10, "eval_world_docs": 16,
-                 "eval_tasks": ["arithmetic", "arguments"], "eval_tasks_every": 60, "eval_task_items": 8}
+                 "eval_tasks": ["arithmetic", "arguments"], "eval_tasks_every": 60, "eval_task_items": 8,
+                 "save_every": 20, "keep_last": 3}
         model = {"block_size": 128}
         data["world_bytes"] = 300_000
     else:
+        # checkpoints every 75 steps, all kept: the induction-head curve is read from them
         train = {"steps": 750, "batch_size": 16, "eval_every": 50, "eval_windows": 128, "warmup_steps": 30,
+                 "save_every": 75, "keep_last": 10,
                  "muon_lr": 0.04, "lr": 6e-3, "schedule": "wsd", "eval_tasks": list(TRAINING_TASKS), "eval_tasks_every": 100}
         model = {"block_size": 256}
     return load_config(overrides=[f"out={out!r}"], train=train, model=model, data=data)
@@ -326,6 +331,42 @@ def scaling_section(rows: list[dict], fits: dict, table: dict, plots: list[Path]
     return Section("Scale does the heavy lifting", body)
 
 
+def probe_section(results: list, plots: list[Path], heads: list[dict], best_head: tuple[int, int, float]) -> Section:
+    """Probe scores per layer beside their controls, the belief simplex, and the induction / ICL curve."""
+    import matplotlib.pyplot as plt
+
+    tables = "".join(f"<pre>{html.escape(r.table())}</pre>" for r in results)
+    imgs = "".join(f'<img alt="{p.stem}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">' for p in plots)
+    curve = ""
+    if len(heads) > 1:
+        fig, ax = plt.subplots(figsize=(7, 3.4))
+        tokens = [h["tokens"] for h in heads]
+        ax.plot(tokens, [h["best_induction"] for h in heads], "o-", ms=3, label="best induction score (left)")
+        ax.set_xlabel("tokens seen")
+        ax.set_ylabel("induction score")
+        ax2 = ax.twinx()
+        ax2.plot(tokens, [h["icl_score"] for h in heads], "s--", ms=3, color="C1", label="ICL score = late - early loss (right)")
+        ax2.set_ylabel("nats / token")
+        fig.legend(fontsize=7, loc="upper center")
+        fig.tight_layout()
+        curve = f'<img alt="induction over training" src="data:image/png;base64,{figure_png(fig)}">'
+        plt.close(fig)
+    layer, head, score = best_head
+    body = (
+        "<p>To predict text well a model has to model what produced it, so the generator's hidden variables should "
+        "be readable from the residual stream, and not from an untrained model of the same shape. Linear probes, "
+        "trained on some held-out world documents and scored on others, per layer; beside each score its controls: "
+        "the same probe on a randomly initialized model, and on Hewitt and Liang's control task (random labels per "
+        "token type), whose gap to the real score is the selectivity.</p>"
+        f"{tables}{imgs}"
+        f"<p>Induction heads (Olsson et al., 2022): on random tokens repeated twice, the best head (layer {layer}, "
+        f"head {head}) puts {score:.2f} of its attention on the token after the previous occurrence. Over training, "
+        "its rise and the in-context learning score (loss late in the context minus loss early in it) show the "
+        f"phase change:</p>{curve}"
+    )
+    return Section("The model models what produced the text", body)
+
+
 def compression_section(r: dict, source: str) -> Section:
     """Bits per byte of held-out text: the model in both modes against the classic compressors."""
     import math
@@ -419,6 +460,13 @@ def run_demo(quick: bool = False, out: str = "runs/demo", log=print) -> Path:
         surprisal_section(score(ckpt.model, ckpt.tokenizer, passage), "validation split of the built-in corpus"),
         compression_section(compression, "held-out Python source (validation files of the built-in corpus)"),
     ]
+    log("probing")
+    probes = [probe(ckpt.model, ckpt.tokenizer, w, n_docs=120 if quick else 400, knobs=world_knobs(ckpt.config, w))
+              for w in ("hmm", "arithmetic", "arguments")]
+    probe_plots = [plot_probe(r, Path(out) / f"probe_{r.world}_{r.latent}.png") for r in probes]
+    scores = induction_scores(ckpt.model, ckpt.tokenizer.eot_id)
+    best = (*divmod(int(scores.argmax()), scores.shape[1]), float(scores.max()))
+    sections.append(probe_section(probes, probe_plots, heads_over_training(out), best))
     log("scaling sweep")
     sweep = demo_sweep(cfg, quick)
     rows = run_sweep(sweep, log=log)
