@@ -478,8 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("probe", help="linear probes for a world's hidden variables, per layer, with controls")
     pr.add_argument("checkpoint")
-    pr.add_argument("--world", required=True, help="hmm | arithmetic | arguments | facts")
-    pr.add_argument("--latent", help="hmm: belief | state; arithmetic: carry; arguments: valid; facts: entity; any: token")
+    pr.add_argument("--world", required=True, help="hmm | arithmetic | arguments | facts | programs")
+    pr.add_argument("--latent", help="hmm: belief | state; arithmetic: carry; arguments: valid; facts: entity; programs: value; any: token")
     pr.add_argument("--docs", type=int, default=300, help="documents to draw (70%% train the probe, 30%% score it)")
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--plot", help="PNG to write (default probe_WORLD_LATENT.png)")

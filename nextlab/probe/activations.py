@@ -11,6 +11,7 @@ extractor below turns one document into (character offset, label) pairs:
 | arithmetic / carry    | just before each answer digit above 10^0  | carry into that digit > 0 (class)      |
 | arguments / valid     | just before the verdict                   | does the conclusion follow (class)     |
 | facts / entity        | the last character of the person's name   | which person (class)                   |
+| programs / value      | the end of each assignment line           | the value just assigned (class)        |
 | (any) / token         | every character                           | the current token itself (a sanity check: trivially present) |
 """
 
@@ -47,6 +48,16 @@ def _arguments_valid(doc: Document):
     return [(doc.latents["answer_span"][0] - 1, int(doc.latents["valid"]))]
 
 
+def _programs_value(doc: Document):
+    out = []
+    for line in doc.latents["lines"]:
+        start, end = line["span"]
+        name = doc.text[start:end].split("=")[0].strip()
+        if line["kind"] == "assign" and line["env"] and isinstance(line["env"].get(name), int):
+            out.append((end - 1, line["env"][name]))
+    return out
+
+
 def _facts_entity(doc: Document):
     return [(doc.latents["name_span"][1] - 1, doc.latents["person"])]
 
@@ -58,8 +69,9 @@ LATENTS: dict[tuple[str, str], tuple[Callable[[Document], list], bool]] = {
     ("arithmetic", "carry"): (_arithmetic_carry, False),
     ("arguments", "valid"): (_arguments_valid, False),
     ("facts", "entity"): (_facts_entity, False),
+    ("programs", "value"): (_programs_value, False),
 }
-DEFAULT_LATENT = {"hmm": "belief", "arithmetic": "carry", "arguments": "valid", "facts": "entity"}
+DEFAULT_LATENT = {"hmm": "belief", "arithmetic": "carry", "arguments": "valid", "facts": "entity", "programs": "value"}
 TOKEN_LATENT = "token"
 
 
