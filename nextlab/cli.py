@@ -306,10 +306,11 @@ def cmd_probe(args) -> None:
 
 
 def cmd_heads(args) -> None:
-    from nextlab.probe.heads import heads_over_training, induction_scores
+    from nextlab.probe.heads import heads_over_training, induction_scores, seen_tokens, validation_windows
 
     ckpt = _load(args.checkpoint)
-    scores = induction_scores(ckpt.model, ckpt.tokenizer.eot_id, seed=args.seed)
+    pool = seen_tokens(validation_windows(ckpt.config, ckpt.tokenizer, ckpt.model.cfg.block_size), ckpt.tokenizer.eot_id)
+    scores = induction_scores(ckpt.model, ckpt.tokenizer.eot_id, seed=args.seed, pool=pool)
     print(f"{ckpt.path}: induction score per head (mean attention to the token after the previous occurrence; "
           f"uniform attention would give ~{2 / ckpt.model.cfg.block_size:.3f})")
     print("layer  " + "".join(f"head {h:<4}" for h in range(scores.shape[1])))

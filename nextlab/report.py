@@ -28,7 +28,7 @@ from nextlab.errors import NextlabError
 from nextlab.evals import evaluate, get_task
 from nextlab.evals.run import default_tasks
 from nextlab.probe import induction_scores, plot_probe, probe, world_knobs
-from nextlab.probe.heads import heads_over_training
+from nextlab.probe.heads import heads_over_training, seen_tokens, validation_windows
 from nextlab.sample import TokenScore, generate, score
 from nextlab.scaling import emergence, fit_sweep, plot_sweep, run_sweep
 from nextlab.train import train
@@ -294,7 +294,7 @@ def demo_sweep(cfg: RunConfig, quick: bool = False):
     train = {"batch_size": 16, "warmup_steps": 10, "schedule": "wsd", "eval_windows": 32, "eval_world_docs": 16,
              "eval_tasks": tasks, "eval_task_items": 32, "lr": 6e-3, "muon_lr": 0.04}
     grid = {"depth": [1, 2] if quick else [1, 2, 3, 4, 5], "aspect": 32, "head_dim": 32,
-            "tokens": [60_000, 120_000] if quick else [400_000, 800_000], "seed": [0]}
+            "tokens": [60_000, 120_000] if quick else [100_000, 200_000, 400_000, 800_000], "seed": [0]}
     return sweep_from_dict({"out": str(Path(cfg.out) / "sweep"), "grid": grid, "data": data,
                             "model": {"block_size": 128}, "train": train})
 
@@ -356,8 +356,8 @@ def probe_section(results: list, plots: list[Path], heads: list[dict], best_head
         "<p>To predict text well a model has to model what produced it, so the generator's hidden variables should "
         "be readable from the residual stream, and not from an untrained model of the same shape. Linear probes, "
         "trained on some held-out world documents and scored on others, per layer; beside each score its controls: "
-        "the same probe on a randomly initialized model, and on Hewitt and Liang's control task (random labels per "
-        "token type), whose gap to the real score is the selectivity.</p>"
+        "the same probe on a randomly initialized model, and on shuffled labels, whose gap to the real score is the "
+        "selectivity (Hewitt and Liang, 2019).</p>"
         f"{tables}{imgs}"
         f"<p>Induction heads (Olsson et al., 2022): on random tokens repeated twice, the best head (layer {layer}, "
         f"head {head}) puts {score:.2f} of its attention on the token after the previous occurrence. Over training, "
@@ -464,7 +464,8 @@ def run_demo(quick: bool = False, out: str = "runs/demo", log=print) -> Path:
     probes = [probe(ckpt.model, ckpt.tokenizer, w, n_docs=120 if quick else 400, knobs=world_knobs(ckpt.config, w))
               for w in ("hmm", "arithmetic", "arguments")]
     probe_plots = [plot_probe(r, Path(out) / f"probe_{r.world}_{r.latent}.png") for r in probes]
-    scores = induction_scores(ckpt.model, ckpt.tokenizer.eot_id)
+    pool = seen_tokens(validation_windows(ckpt.config, ckpt.tokenizer, ckpt.model.cfg.block_size), ckpt.tokenizer.eot_id)
+    scores = induction_scores(ckpt.model, ckpt.tokenizer.eot_id, pool=pool)
     best = (*divmod(int(scores.argmax()), scores.shape[1]), float(scores.max()))
     sections.append(probe_section(probes, probe_plots, heads_over_training(out), best))
     log("scaling sweep")

@@ -59,7 +59,7 @@ def test_probe_token_identity_is_near_perfect_and_deterministic(tiny_checkpoint)
     b = probe(ckpt.model, ckpt.tokenizer, "hmm", "token", n_docs=30, seed=1)
     assert a.rows == b.rows
     assert a.rows[0]["hook"] == "hook_embed" and a.rows[0]["score"] > 0.98  # the current token is in the input
-    assert {"random_model", "control_task", "selectivity", "chance"} <= set(a.rows[0])
+    assert {"random_model", "shuffled", "selectivity", "chance"} <= set(a.rows[0])
 
 
 def test_probe_belief_rows_have_controls(tiny_checkpoint):

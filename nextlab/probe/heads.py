@@ -2,7 +2,7 @@
 
 An induction head completes patterns: at a token it has seen before, it attends to
 the token that followed the earlier occurrence. On a sequence of random tokens
-repeated twice, `induction_score` is each head's mean attention from a token in the
+(drawn from those seen in the validation text) repeated twice, `induction_score` is each head's mean attention from a token in the
 second copy to the token after its first occurrence (1/position for a uniform head,
 near 1 for a perfect one).
 
@@ -22,12 +22,11 @@ import torch.nn.functional as F
 from nextlab.model import GPT
 
 
-def repeated_sequences(vocab: int, length: int, batch: int, seed: int, exclude: int) -> torch.Tensor:
-    """batch rows of `exclude` (end-of-text) + R + R, R of `length` random tokens other than `exclude`."""
+def repeated_sequences(pool: torch.Tensor, length: int, batch: int, seed: int, eot_id: int) -> torch.Tensor:
+    """batch rows of end-of-text + R + R, R of `length` tokens drawn uniformly from `pool`."""
     gen = torch.Generator().manual_seed(seed)
-    r = torch.randint(0, vocab - 1, (batch, length), generator=gen)
-    r = r + (r >= exclude).long()  # skip the end-of-text id
-    return torch.cat([torch.full((batch, 1), exclude), r, r], dim=1)
+    r = pool[torch.randint(0, len(pool), (batch, length), generator=gen)]
+    return torch.cat([torch.full((batch, 1), eot_id), r, r], dim=1)
 
 
 def induction_score_from_pattern(pattern: torch.Tensor, length: int) -> np.ndarray:
@@ -41,10 +40,16 @@ def induction_score_from_pattern(pattern: torch.Tensor, length: int) -> np.ndarr
 
 
 @torch.inference_mode()
-def induction_scores(model: GPT, eot_id: int, batch: int = 16, seed: int = 0) -> np.ndarray:
-    """(n_layer, n_head) induction scores on repeated random sequences filling the context."""
+def induction_scores(model: GPT, eot_id: int, batch: int = 16, seed: int = 0, pool: torch.Tensor | None = None) -> np.ndarray:
+    """(n_layer, n_head) induction scores on repeated random sequences filling the context.
+
+    `pool`: the token ids to draw from (default: every id but end-of-text). Pass the ids the model
+    saw in training: for a byte-level model, random bytes are mostly control characters it never saw.
+    """
+    if pool is None:
+        pool = torch.tensor([i for i in range(model.cfg.vocab_size) if i != eot_id])
     length = (model.cfg.block_size - 1) // 2
-    x = repeated_sequences(model.cfg.vocab_size, length, batch, seed, eot_id)
+    x = repeated_sequences(pool, length, batch, seed, eot_id)
     hooks = [f"blocks.{i}.attn.hook_pattern" for i in range(model.cfg.n_layer)]
     with model.capture(hooks) as acts:
         model(x)
@@ -74,6 +79,12 @@ def validation_windows(config: dict, tokenizer, block_size: int, n: int = 32) ->
     return torch.from_numpy(val[idx].astype(np.int64))
 
 
+def seen_tokens(windows: torch.Tensor, eot_id: int) -> torch.Tensor:
+    """The distinct token ids in some text, end-of-text excluded: the pool for the repeated sequences."""
+    ids = windows.unique()
+    return ids[ids != eot_id]
+
+
 def heads_over_training(run_dir, n_windows: int = 32) -> list[dict]:
     """For every checkpoint of a run: tokens seen, the best induction score, and the in-context learning score."""
     from nextlab.checkpoint import list_checkpoints, load_checkpoint
@@ -83,7 +94,7 @@ def heads_over_training(run_dir, n_windows: int = 32) -> list[dict]:
         ckpt = load_checkpoint(path)
         if windows is None:
             windows = validation_windows(ckpt.config, ckpt.tokenizer, ckpt.model.cfg.block_size, n_windows)
-        scores = induction_scores(ckpt.model, ckpt.tokenizer.eot_id)
+        scores = induction_scores(ckpt.model, ckpt.tokenizer.eot_id, pool=seen_tokens(windows, ckpt.tokenizer.eot_id))
         icl = in_context_learning_score(ckpt.model, windows)
         rows.append({"checkpoint": path.name, "step": ckpt.config.get("step"), "tokens": ckpt.config.get("tokens_seen"),
                      "best_induction": float(scores.max()), "icl_score": icl["icl_score"],

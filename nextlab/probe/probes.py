@@ -7,9 +7,13 @@ result carries its controls (see `probe_layers`):
 
 - the same probe on a randomly initialized model of the same shape: what the
   architecture and the token identities give for free;
-- a control task (Hewitt and Liang, 2019): each token type gets a random label,
-  drawn from the real labels; the probe's score on it measures what a probe can
-  memorize. Selectivity = score on the latent - score on the control task.
+- shuffled labels: the same probe fitted and scored with the labels permuted
+  across positions, which measures what the probe finds in noise (chance, for a
+  probe that is not overfitting). Selectivity, as Hewitt and Liang (2019) define
+  it, is the score on the latent minus the score on the control. (Their control
+  task, a random label per token type, is degenerate on these worlds: with 3 HMM
+  symbols or 10 digits, token identity predicts it perfectly; measured 1.000 at
+  every layer of the demo model.)
 """
 
 from __future__ import annotations
@@ -80,13 +84,9 @@ def logistic_probe(x_train, y_train, x_test, y_test, l2: float = 1e-3, seed: int
     return float(np.mean(pred == np.asarray(y_test)))
 
 
-def control_labels(token_ids: np.ndarray, labels: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Hewitt and Liang's control task: every token type gets one label, drawn at random from the real ones."""
-    rng = np.random.default_rng(seed)
-    types = np.unique(token_ids)
-    drawn = labels[rng.integers(0, len(labels), size=len(types))]
-    lookup = dict(zip(types.tolist(), range(len(types))))
-    return drawn[[lookup[t] for t in token_ids.tolist()]]
+def shuffled(labels: np.ndarray, seed: int = 0) -> np.ndarray:
+    """The labels permuted across positions: no relation to the activations is left."""
+    return labels[np.random.default_rng(seed).permutation(len(labels))]
 
 
 @dataclass
@@ -109,7 +109,7 @@ def chance(labels_test: np.ndarray, labels_train: np.ndarray, continuous: bool) 
 
 def probe_layers(trained: ProbeData, random_init: ProbeData | None, continuous: bool, train_fraction: float = 0.7,
                  seed: int = 0) -> list[dict]:
-    """Per hook point: the probe's score, and its controls (random model, control task, selectivity, chance).
+    """Per hook point: the probe's score, and its controls (random model, shuffled labels, selectivity, chance).
 
     Documents, not positions, are split into train and test: a probe never scores on a document it saw.
     """
@@ -121,18 +121,18 @@ def probe_layers(trained: ProbeData, random_init: ProbeData | None, continuous: 
         raise ValueError("need at least two documents to split into probe train and test sets")
     fit = ridge_probe if continuous else (lambda a, b, c, d: logistic_probe(a, b, c, d, seed=seed))
     y = trained.labels
-    y_control = control_labels(trained.token_ids, y, seed)
+    y_control = shuffled(y, seed)
     rows = []
     for name, x in trained.acts.items():
         row = {
             "hook": name,
             "score": fit(x[is_train], y[is_train], x[~is_train], y[~is_train]),
-            "control_task": fit(x[is_train], y_control[is_train], x[~is_train], y_control[~is_train]),
+            "shuffled": fit(x[is_train], y_control[is_train], x[~is_train], y_control[~is_train]),
             "chance": chance(y[~is_train], y[is_train], continuous),
         }
         if random_init is not None:
             xr = random_init.acts[name]
             row["random_model"] = fit(xr[is_train], y[is_train], xr[~is_train], y[~is_train])
-        row["selectivity"] = row["score"] - row["control_task"]
+        row["selectivity"] = row["score"] - row["shuffled"]
         rows.append(row)
     return rows

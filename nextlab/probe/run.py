@@ -24,16 +24,16 @@ class ProbeResult:
     latent: str
     continuous: bool
     metric: str  # "R^2" or "accuracy"
-    rows: list[dict]  # one per hook point: score, random_model, control_task, selectivity, chance
+    rows: list[dict]  # one per hook point: score, random_model, shuffled, selectivity, chance
     n_train_docs: int
     n_positions: int
     simplex: dict = field(default_factory=dict)  # HMM beliefs: true and probed points in the simplex, for the picture
 
     def table(self) -> str:
-        head = f"{'layer':<26}{self.metric:>9}{'random model':>14}{'control task':>14}{'selectivity':>13}{'chance':>8}"
+        head = f"{'layer':<26}{self.metric:>9}{'random model':>14}{'shuffled':>10}{'selectivity':>13}{'chance':>8}"
         lines = [f"{self.world}/{self.latent}: linear probe {self.metric} on held-out documents ({self.n_positions} positions)", head]
         for r in self.rows:
-            lines.append(f"{r['hook']:<26}{r['score']:>9.3f}{r.get('random_model', math.nan):>14.3f}{r['control_task']:>14.3f}"
+            lines.append(f"{r['hook']:<26}{r['score']:>9.3f}{r.get('random_model', math.nan):>14.3f}{r['shuffled']:>10.3f}"
                          f"{r['selectivity']:>13.3f}{r['chance']:>8.3f}")
         return "\n".join(lines)
 
@@ -56,7 +56,7 @@ def random_init_like(model: GPT, seed: int) -> GPT:
 
 def probe(model: GPT, tokenizer, world: str, latent: str | None = None, *, n_docs: int = 300, seed: int = 0,
           knobs: dict | None = None) -> ProbeResult:
-    """Fit probes for world/latent at every layer of `model`, with a random-init model and a control task."""
+    """Fit probes for world/latent at every layer of `model`, with a random-init model and shuffled labels as controls."""
     latent = latent or DEFAULT_LATENT.get(world)
     if latent is None:
         raise NextlabError(f"world {world!r} has no default latent; pass --latent (known: {', '.join(DEFAULT_LATENT)} or 'token')")
@@ -101,7 +101,7 @@ def plot_probe(result: ProbeResult, path: str | Path) -> Path:
     ax = axes[0][0]
     layers = range(len(result.rows))
     for key, label, style in (("score", "trained model", "o-"), ("random_model", "random-init model", "s--"),
-                              ("control_task", "control task", "^:"), ("chance", "chance", "k-")):
+                              ("shuffled", "shuffled labels", "^:"), ("chance", "chance", "k-")):
         ax.plot(layers, [r.get(key, math.nan) for r in result.rows], style, ms=4, label=label, lw=1)
     ax.set_xticks(list(layers), ["emb"] + [str(i) for i in range(len(result.rows) - 1)])
     ax.set_xlabel("residual stream after block")
