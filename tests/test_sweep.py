@@ -21,6 +21,17 @@ def tiny_sweep(out, depths=(1, 2), tokens=(4096,), seeds=(0,)) -> dict:
     }
 
 
+def test_ready_sweeps_load():
+    from pathlib import Path
+
+    from nextlab.scaling import load_sweep
+
+    sweeps = sorted((Path(__file__).parent.parent / "configs" / "sweeps").glob("*.toml"))
+    assert sweeps
+    for path in sweeps:
+        assert len(points(load_sweep(path))) >= 4
+
+
 def test_size_knob_sets_depth_and_width():
     assert model_shape(3, 32, 32) == {"n_layer": 3, "n_embd": 96, "n_head": 3}
     assert model_shape(1, 16, 32) == {"n_layer": 1, "n_embd": 32, "n_head": 1}  # at least one head
