@@ -237,7 +237,8 @@ def fit_power_law(x, loss, *, n_bootstrap: int = 200, seed: int = 0, huber_delta
     check_sweep({variable: x}, loss, n_params=3)
     best, boot = fit_terms(np.log(x)[None], np.log(loss), huber_delta, n_bootstrap, seed)
     e, a, alpha = best.theta
-    ci = {"E": percentile_ci(np.exp(boot[:, 0])), "A": percentile_ci(np.exp(boot[:, 1])), "alpha": percentile_ci(boot[:, 2])}
+    with np.errstate(over="ignore"):  # a wild bootstrap refit may put A at exp(800): inf is its honest percentile
+        ci = {"E": percentile_ci(np.exp(boot[:, 0])), "A": percentile_ci(np.exp(boot[:, 1])), "alpha": percentile_ci(boot[:, 2])}
     E, A = (float(v) for v in np.exp([e, a]))
     return PowerLawFit(E, A, float(alpha), ci, int(loss.size), best.converged, best.value, len(boot), variable)
 
