@@ -360,7 +360,7 @@ def probe_section(results: list, plots: list[Path], heads: list[dict], best_head
         "selectivity (Hewitt and Liang, 2019).</p>"
         f"{tables}{imgs}"
         f"<p>Induction heads (Olsson et al., 2022): on random tokens repeated twice, the best head (layer {layer}, "
-        f"head {head}) puts {score:.2f} of its attention on the token after the previous occurrence. Over training, "
+        f"head {head}) puts {score:.3f} of its attention on the token after the previous occurrence. Over training, "
         "its rise and the in-context learning score (loss late in the context minus loss early in it) show the "
         f"phase change:</p>{curve}"
     )

@@ -49,9 +49,17 @@ def world_knobs(config: dict, world: str) -> dict:
 
 
 def random_init_like(model: GPT, seed: int) -> GPT:
+    """A model of the same shape with every matrix random. The modern preset's own init starts each
+    block's output projections at zero, which would leave this control a bare embedding lookup."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return GPT(model.cfg).eval()
+        control = GPT(model.cfg).eval()
+        with torch.no_grad():
+            for name, p in control.named_parameters():
+                if name.endswith(("o_proj.weight", "down_proj.weight")) and not p.any():
+                    bound = math.sqrt(3.0 / p.size(1))
+                    p.uniform_(-bound, bound)
+    return control
 
 
 def probe(model: GPT, tokenizer, world: str, latent: str | None = None, *, n_docs: int = 300, seed: int = 0,
