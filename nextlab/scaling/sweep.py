@@ -208,11 +208,11 @@ def run_sweep(sweep: Sweep, jobs: int = 1, log: Callable[[str], None] = print) -
 
     if jobs <= 1:
         for p in todo:
-            done(p, run_point(p.config, threads if jobs == 1 and p.config.train.threads == 0 else 0))
+            done(p, run_point(p.config, p.config.train.threads or threads))
     else:
         ctx = multiprocessing.get_context("spawn")  # no fork after torch has started threads
         with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            futures = {pool.submit(run_point, p.config, threads): p for p in todo}
+            futures = {pool.submit(run_point, p.config, threads): p for p in todo}  # cores / jobs each, whatever the config says
             for f in concurrent.futures.as_completed(futures):
                 done(futures[f], f.result())
     rows = [records[p.name] for p in todo]
