@@ -306,18 +306,17 @@ def cmd_probe(args) -> None:
 
 
 def cmd_heads(args) -> None:
-    from nextlab.probe.heads import heads_over_training, induction_scores, seen_tokens, validation_windows
+    from nextlab.probe.heads import best_head, checkpoint_induction_scores, heads_over_training
 
     ckpt = _load(args.checkpoint)
-    pool = seen_tokens(validation_windows(ckpt.config, ckpt.tokenizer, ckpt.model.cfg.block_size), ckpt.tokenizer.eot_id)
-    scores = induction_scores(ckpt.model, ckpt.tokenizer.eot_id, seed=args.seed, pool=pool)
+    scores = checkpoint_induction_scores(ckpt, seed=args.seed)
     print(f"{ckpt.path}: induction score per head (mean attention to the token after the previous occurrence; "
           f"uniform attention would give ~{2 / ckpt.model.cfg.block_size:.3f})")
     print("layer  " + "".join(f"head {h:<4}" for h in range(scores.shape[1])))
     for i, row in enumerate(scores):
         print(f"{i:<7}" + "".join(f"{v:<9.3f}" for v in row))
-    layer, head = divmod(int(scores.argmax()), scores.shape[1])
-    print(f"best: layer {layer} head {head}: {scores.max():.3f}")
+    layer, head, score = best_head(scores)
+    print(f"best: layer {layer} head {head}: {score:.3f}")
     if args.over_training:
         rows = heads_over_training(args.checkpoint)
         print("\ncheckpoint        tokens      best induction   ICL score (late - early loss)")

@@ -27,8 +27,8 @@ from nextlab.data import prepare_corpus
 from nextlab.errors import NextlabError
 from nextlab.evals import evaluate, get_task
 from nextlab.evals.run import default_tasks
-from nextlab.probe import induction_scores, plot_probe, probe, world_knobs
-from nextlab.probe.heads import heads_over_training, seen_tokens, validation_windows
+from nextlab.probe import plot_probe, probe, world_knobs
+from nextlab.probe.heads import best_head, checkpoint_induction_scores, heads_over_training
 from nextlab.sample import TokenScore, generate, score
 from nextlab.scaling import emergence, fit_sweep, plot_sweep, run_sweep
 from nextlab.train import train
@@ -285,8 +285,13 @@ img {{ max-width: 100%; }}
 """
 
 
+def png_file_img(path: Path) -> str:
+    """A PNG file written by a study, inlined as an <img> (the report stays one self-contained file)."""
+    return f'<img alt="{path.stem}" src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}">'
+
+
 def demo_sweep(cfg: RunConfig, quick: bool = False):
-    """The demo's scaling sweep: the demo's corpus, depths 1-5 (2 in --quick) at two token budgets."""
+    """The demo's scaling sweep: the demo's corpus, depths 1-5 at four token budgets (--quick: 2 x 2)."""
     from nextlab.scaling import sweep_from_dict
 
     data = dict(vars(cfg.data))
@@ -302,9 +307,7 @@ def demo_sweep(cfg: RunConfig, quick: bool = False):
 def scaling_section(rows: list[dict], fits: dict, table: dict, plots: list[Path]) -> Section:
     from nextlab.scaling.analysis import fit_report
 
-    imgs = "".join(
-        f'<img alt="{p.stem}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">' for p in plots
-    )
+    imgs = "".join(png_file_img(p) for p in plots)
     runs = "".join(
         f"<tr><td>{r['name']}</td><td>{r['N']:,}</td><td>{r['D']:,}</td><td>{r['C']:.2e}</td><td>{r['val_loss']:.4f}</td>"
         f"<td>{r['wall_s']:.0f} s</td></tr>" for r in sorted(rows, key=lambda r: r["C"])
@@ -336,7 +339,7 @@ def probe_section(results: list, plots: list[Path], heads: list[dict], best_head
     import matplotlib.pyplot as plt
 
     tables = "".join(f"<pre>{html.escape(r.table())}</pre>" for r in results)
-    imgs = "".join(f'<img alt="{p.stem}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">' for p in plots)
+    imgs = "".join(png_file_img(p) for p in plots)
     curve = ""
     if len(heads) > 1:
         fig, ax = plt.subplots(figsize=(7, 3.4))
@@ -464,10 +467,8 @@ def run_demo(quick: bool = False, out: str = "runs/demo", log=print) -> Path:
     probes = [probe(ckpt.model, ckpt.tokenizer, w, n_docs=120 if quick else 400, knobs=world_knobs(ckpt.config, w))
               for w in ("hmm", "arithmetic", "arguments")]
     probe_plots = [plot_probe(r, Path(out) / f"probe_{r.world}_{r.latent}.png") for r in probes]
-    pool = seen_tokens(validation_windows(ckpt.config, ckpt.tokenizer, ckpt.model.cfg.block_size), ckpt.tokenizer.eot_id)
-    scores = induction_scores(ckpt.model, ckpt.tokenizer.eot_id, pool=pool)
-    best = (*divmod(int(scores.argmax()), scores.shape[1]), float(scores.max()))
-    sections.append(probe_section(probes, probe_plots, heads_over_training(out), best))
+    scores = checkpoint_induction_scores(ckpt)
+    sections.append(probe_section(probes, probe_plots, heads_over_training(out), best_head(scores)))
     log("scaling sweep")
     sweep = demo_sweep(cfg, quick)
     rows = run_sweep(sweep, log=log)

@@ -85,16 +85,7 @@ class CharTokenizer:
         return ids
 
     def encode_bytes(self, data: bytes) -> list[int]:
-        ids = []
-        for c in data.decode("utf-8", errors="surrogateescape"):
-            i = self.index.get(c)
-            if i is not None:
-                ids.append(i)
-            elif "\udc80" <= c <= "\udcff":  # a byte that is not valid UTF-8
-                ids.append(self.byte_base + ord(c) - 0xDC00)
-            else:
-                ids.extend(self.byte_base + b for b in c.encode("utf-8"))
-        return ids
+        return _encode_any_bytes(data, self.encode, lambda b: self.byte_base + b)
 
     def decode_bytes(self, ids: Sequence[int]) -> bytes:
         out = bytearray()
@@ -151,15 +142,8 @@ class BPETokenizer:
         return self.hf.encode(text, add_special_tokens=False).ids
 
     def encode_bytes(self, data: bytes) -> list[int]:
-        # Valid UTF-8 runs go through BPE; each invalid byte becomes its single-byte token.
         byte_token = {b: self.hf.token_to_id(c) for c, b in _byte_level_inverse().items()}
-        ids = []
-        for run in _ESCAPES.split(data.decode("utf-8", errors="surrogateescape")):
-            if run and "\udc80" <= run[0] <= "\udcff":
-                ids.extend(byte_token[ord(c) - 0xDC00] for c in run)
-            elif run:
-                ids.extend(self.encode(run))
-        return ids
+        return _encode_any_bytes(data, self.encode, byte_token.__getitem__)
 
     def decode_bytes(self, ids: Sequence[int]) -> bytes:
         # The byte-level alphabet maps each byte to one printable char; undo it exactly.
@@ -185,6 +169,17 @@ class BPETokenizer:
 
 _BYTE_LEVEL_INVERSE: dict[str, int] | None = None
 _ESCAPES = re.compile("([\udc80-\udcff]+)")  # bytes that `surrogateescape` could not decode
+
+
+def _encode_any_bytes(data: bytes, encode, byte_id) -> list[int]:
+    """Valid UTF-8 runs through the tokenizer's `encode`; each byte that is not valid UTF-8 as `byte_id(byte)`."""
+    ids = []
+    for run in _ESCAPES.split(data.decode("utf-8", errors="surrogateescape")):
+        if run and "\udc80" <= run[0] <= "\udcff":
+            ids.extend(byte_id(ord(c) - 0xDC00) for c in run)
+        elif run:
+            ids.extend(encode(run))
+    return ids
 
 
 def _byte_level_inverse() -> dict[str, int]:

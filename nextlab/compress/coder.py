@@ -235,7 +235,7 @@ def compress_bytes(
 
     `fresh_seed` says the model is `fresh_model(model.cfg, fresh_seed)` (nothing to
     ship); `source` records where the checkpoint came from (a hint for decompress).
-    Adaptive mode trains a copy of the model; the caller's model is left unchanged.
+    The coder runs a copy of the model; the caller's model is left unchanged.
     """
     opts = opts or CoderOptions()
     if opts.problems():
@@ -245,6 +245,7 @@ def compress_bytes(
     tokens = tokenizer.encode_bytes(data)
     if tokenizer.decode_bytes(tokens) != data:
         raise NextlabError(f"the model's {tokenizer.kind} tokenizer does not round-trip this input; use a bytes-level model")
+    lengths = _stream_lengths(len(tokens), opts)
     header = {
         "mode": opts.mode,
         "model": _model_section(model, tokenizer, fresh_seed, source),
@@ -254,10 +255,8 @@ def compress_bytes(
         "options": {k: v for k, v in vars(opts).items() if k != "threads"},
         "threads": threads,
         "dtype": "float32",
-        "streams": [],
+        "streams": lengths,
     }
-    lengths = _stream_lengths(len(tokens), opts)
-    header["streams"] = lengths
     checksums: list[bytes] = []
     encoder = constriction.stream.queue.RangeEncoder()
     family = constriction.stream.model.Categorical(perfect=False)
@@ -278,7 +277,7 @@ def compress_bytes(
         def end_block(i: int, block: np.ndarray) -> None:
             checksums.append(block_checksum(block))
 
-        work = _working_copy(model, opts)
+        work = _working_copy(model)
         with _threads(threads), torch.no_grad():
             _lockstep(work, tokenizer.eot_id, lengths, opts, code_step, end_block, progress)
     header["block_checksums"] = base64.b64encode(b"".join(checksums)).decode()
@@ -288,10 +287,10 @@ def compress_bytes(
     return blob, stats
 
 
-def _working_copy(model: GPT, opts: CoderOptions) -> GPT:
-    """The model the coder runs: fp32, eval mode, explicit attention; a copy when it will be trained."""
-    work = copy.deepcopy(model) if opts.mode == "adaptive" else model
-    work = work.float().eval()
+def _working_copy(model: GPT) -> GPT:
+    """The model the coder runs: a copy (adaptive mode trains it; no mode changes the caller's model) in fp32,
+    eval mode, with the explicit attention."""
+    work = copy.deepcopy(model).float().eval()
     work.set_attention(True)
     return work
 
@@ -359,7 +358,7 @@ def decompress_bytes(
                     f"than its {opts.threads}); nothing was written"
                 )
 
-        work = _working_copy(model, opts)
+        work = _working_copy(model)
         with _threads(opts.threads), torch.no_grad():
             hist = _lockstep(work, tokenizer.eot_id, lengths, opts, code_step, end_block, progress)
         tokens = [t for row, k in zip(hist[:, 1:].tolist(), lengths) for t in row[:k]]

@@ -28,8 +28,12 @@ class FileResult:
 
     @property
     def adjusted_bits_per_byte(self) -> float:
-        """Deletang et al.'s adjusted rate: the model counts at 2 bytes per parameter."""
-        return 8 * (self.stats.compressed_bytes + 2 * self.model_params) / max(1, self.stats.original_bytes)
+        return adjusted_bits_per_byte(self.stats, self.model_params)
+
+
+def adjusted_bits_per_byte(stats: CodingStats, model_params: int) -> float:
+    """Deletang et al.'s adjusted rate: the model counts at 2 bytes per parameter."""
+    return 8 * (stats.compressed_bytes + 2 * model_params) / max(1, stats.original_bytes)
 
 
 def baseline_sizes(data: bytes) -> dict[str, int]:
@@ -75,7 +79,7 @@ def measure_compression(data: bytes, model, tokenizer, modes=("static", "adaptiv
         out["modes"][mode] = {
             "bits_per_byte": st.bits_per_byte,
             "ideal_bits_per_byte": st.ideal_bits_per_byte,
-            "adjusted_bits_per_byte": 8 * (len(blob) + 2 * out["params"]) / max(1, len(data)),
+            "adjusted_bits_per_byte": adjusted_bits_per_byte(st, out["params"]),
             "coder_overhead": st.coder_overhead,
             "compress_kb_per_s": st.kb_per_s,
             "decompress_kb_per_s": dst.kb_per_s,

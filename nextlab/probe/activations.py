@@ -105,7 +105,7 @@ def collect(
         known = ", ".join(f"{w}/{lat}" for w, lat in LATENTS) + f", any/{TOKEN_LATENT}"
         raise ValueError(f"no latent {latent!r} for world {world!r}; known: {known}")
     acts: dict[str, list[np.ndarray]] = {h: [] for h in hooks}
-    labels, token_ids, doc_index = [], [], []
+    labels, doc_index = [], []
     for k, doc in enumerate(docs):
         ids = tokenizer.encode(doc.text)[: model.cfg.block_size - 1]
         ends = token_end_chars(tokenizer, ids, doc.text)
@@ -123,9 +123,8 @@ def collect(
         for h in hooks:
             acts[h].append(captured[h][0][0, positions].numpy())
         labels += values
-        token_ids += [x[0, p].item() for p in positions]
         doc_index += [k] * len(positions)
     if not labels:
         raise ValueError(f"no {world}/{latent} positions in {len(docs)} documents (do they fit the context?)")
     y = np.array(labels, dtype=np.float64 if continuous else np.int64)
-    return ProbeData({h: np.concatenate(v) for h, v in acts.items()}, y, np.array(token_ids), np.array(doc_index)), continuous
+    return ProbeData({h: np.concatenate(v) for h, v in acts.items()}, y, np.array(doc_index)), continuous

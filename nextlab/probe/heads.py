@@ -85,6 +85,20 @@ def seen_tokens(windows: torch.Tensor, eot_id: int) -> torch.Tensor:
     return ids[ids != eot_id]
 
 
+def checkpoint_induction_scores(ckpt, seed: int = 0, windows: torch.Tensor | None = None) -> np.ndarray:
+    """Induction scores of a loaded checkpoint, on tokens drawn from its validation text (or `windows`)."""
+    if windows is None:
+        windows = validation_windows(ckpt.config, ckpt.tokenizer, ckpt.model.cfg.block_size)
+    eot = ckpt.tokenizer.eot_id
+    return induction_scores(ckpt.model, eot, seed=seed, pool=seen_tokens(windows, eot))
+
+
+def best_head(scores: np.ndarray) -> tuple[int, int, float]:
+    """(layer, head, score) of the highest induction score."""
+    layer, head = divmod(int(scores.argmax()), scores.shape[1])
+    return layer, head, float(scores.max())
+
+
 def heads_over_training(run_dir, n_windows: int = 32) -> list[dict]:
     """For every checkpoint of a run: tokens seen, the best induction score, and the in-context learning score."""
     from nextlab.checkpoint import list_checkpoints, load_checkpoint
@@ -94,7 +108,7 @@ def heads_over_training(run_dir, n_windows: int = 32) -> list[dict]:
         ckpt = load_checkpoint(path)
         if windows is None:
             windows = validation_windows(ckpt.config, ckpt.tokenizer, ckpt.model.cfg.block_size, n_windows)
-        scores = induction_scores(ckpt.model, ckpt.tokenizer.eot_id, pool=seen_tokens(windows, ckpt.tokenizer.eot_id))
+        scores = checkpoint_induction_scores(ckpt, windows=windows)
         icl = in_context_learning_score(ckpt.model, windows)
         rows.append({"checkpoint": path.name, "step": ckpt.config.get("step"), "tokens": ckpt.config.get("tokens_seen"),
                      "best_induction": float(scores.max()), "icl_score": icl["icl_score"],

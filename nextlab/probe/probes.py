@@ -95,7 +95,6 @@ class ProbeData:
 
     acts: dict[str, np.ndarray]  # hook name -> (n, d)
     labels: np.ndarray  # (n,) discrete or (n, k) continuous
-    token_ids: np.ndarray  # (n,) the token whose residual stream is read
     doc: np.ndarray  # (n,) which document each position came from
 
 

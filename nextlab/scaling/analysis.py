@@ -14,7 +14,6 @@ import numpy as np
 from nextlab.errors import NextlabError
 from nextlab.scaling.emergence import sharpness_table
 from nextlab.scaling.fit import extrapolation_check, fit_chinchilla, fit_power_law
-from nextlab.scaling.sweep import load_sweep_results
 
 # Both metric families (nextlab.evals): exact match is all-or-nothing, the others give partial credit.
 EMERGENCE_METRICS = ("exact_match", "token_accuracy", "target_logprob", "edit_distance")
@@ -202,8 +201,3 @@ def _save(fig, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-
-
-def analyze(sweep_dir: str | Path, n_bootstrap: int = 200) -> tuple[list[dict], dict]:
-    rows = load_sweep_results(sweep_dir)
-    return rows, fit_sweep(rows, n_bootstrap)

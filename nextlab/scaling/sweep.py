@@ -71,10 +71,7 @@ class Sweep:
 
 @dataclass
 class Point:
-    name: str
-    depth: int
-    tokens: int
-    seed: int
+    name: str  # d{depth}-t{tokens}-s{seed}
     config: RunConfig
 
 
@@ -122,14 +119,14 @@ def points(sweep: Sweep) -> list[Point]:
                 name = f"d{int(depth)}-t{int(tokens)}-s{int(seed)}"
                 values = json.loads(json.dumps(sweep.base))  # deep copy
                 values.setdefault("model", {}).update(model_shape(int(depth), g.aspect, g.head_dim))
-                train = values.setdefault("train", {})
                 cfg = config_from_dict({**values, "out": str(Path(sweep.out) / name)})
-                tokens_per_step = cfg.train.batch_size * cfg.model.block_size
-                steps = max(1, math.ceil(tokens / tokens_per_step))
-                train.update({"steps": steps, "seed": int(seed), "progress": False})
-                train.setdefault("eval_every", max(1, steps // 4))
-                train.setdefault("save_every", max(1, steps // 4))
-                out.append(Point(name, int(depth), int(tokens), int(seed), config_from_dict({**values, "out": cfg.out})))
+                t = cfg.train
+                t.steps = max(1, math.ceil(tokens / (t.batch_size * cfg.model.block_size)))
+                t.seed, t.progress = int(seed), False
+                given = values.get("train", {})
+                t.eval_every = given.get("eval_every", max(1, t.steps // 4))
+                t.save_every = given.get("save_every", max(1, t.steps // 4))
+                out.append(Point(name, cfg))
     return out
 
 
