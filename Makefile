@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo quick-demo test lint bench clean
+.PHONY: demo quick-demo test browser lint bench clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (set PYTHON=...)"; exit 1; }
@@ -20,7 +20,15 @@ demo: $(STAMP)
 quick-demo: $(STAMP)
 	$(BIN)/nextlab demo --quick
 
-test: $(STAMP)
+# The page's tests drive Debian's Chromium through Playwright (never a browser Playwright downloads).
+# Installing it needs root; without it those tests are skipped (CI sets NEXTLAB_REQUIRE_BROWSER=1 to fail instead).
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] \
+		&& { echo "installing Debian's chromium for the browser tests"; apt-get update -qq >/dev/null \
+		     && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+		|| echo "note: chromium is not installed (as root: apt-get install chromium); the browser tests will be skipped"; }
+
+test: $(STAMP) browser
 	$(BIN)/ruff check nextlab tests benchmarks
 	$(BIN)/python -m pytest
 
@@ -29,4 +37,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/sample_speed.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache test-artifacts

@@ -182,6 +182,24 @@ def model_fingerprint(model: GPT, tokenizer: Tokenizer) -> str:
     return h.hexdigest()
 
 
+def model_card(config: dict) -> list[tuple[str, str]]:
+    """What a checkpoint is, in plain rows: architecture, parameters, tokenizer, data, tokens seen, loss."""
+    m, d = config["model"], config.get("data", {})
+    rows = [
+        ("architecture", f"{m['arch']}: {m['n_layer']} layers, {m['n_head']} heads, {m['n_embd']} wide, context {m['block_size']}"),
+        ("parameters", f"{config['params']:,} ({config['non_embedding_params']:,} non-embedding)" if "params" in config else "unknown"),
+        ("tokenizer", f"{config['tokenizer']} ({m['vocab_size']} tokens)"),
+    ]
+    if d:
+        rows.append(("training data", f"{d['path']}{' + worlds ' + ', '.join(d['worlds']) if d.get('worlds') else ''}: "
+                                      f"{d['documents']:,} documents, {d['train_tokens']:,} train tokens"))
+    if "tokens_seen" in config:
+        rows.append(("tokens seen", f"{config['tokens_seen']:,} in {config['step']} steps"))
+    if config.get("val_loss") is not None:
+        rows.append(("validation loss", f"{config['val_loss']:.4f} nats/token, {config['val_bpb']:.3f} bits/byte"))
+    return rows
+
+
 def load_train_state(directory: str | Path) -> dict:
     path = Path(directory) / STATE_FILE
     try:

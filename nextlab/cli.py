@@ -324,6 +324,13 @@ def cmd_heads(args) -> None:
             print(f"{r['checkpoint']:<17} {r['tokens'] or 0:<11,} {r['best_induction']:<16.3f} {r['icl_score']:+.4f}")
 
 
+def cmd_serve(args) -> None:
+    from nextlab.serve import Limits, serve
+
+    limits = Limits(max_tokens=args.max_tokens_limit, max_queue=args.max_queue, max_body_bytes=args.max_body_bytes)
+    serve(args.checkpoint, host=args.host, port=args.port, name=args.name, limits=limits, threads=args.threads)
+
+
 def _world_from_args(args):
     from nextlab.config import parse_override
     from nextlab.worlds.registry import WorldSpecError, make_world
@@ -491,6 +498,17 @@ def build_parser() -> argparse.ArgumentParser:
     hd.add_argument("--seed", type=int, default=0)
     hd.set_defaults(func=cmd_heads)
 
+    sv = sub.add_parser("serve", help="a web page showing the next-token distribution, and an OpenAI-compatible API")
+    sv.add_argument("checkpoint", help="checkpoint or run directory")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only; there is no authentication)")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--name", help="the model name clients use (default: the run directory's name)")
+    sv.add_argument("--threads", type=int, help="PyTorch threads (default: all cores)")
+    sv.add_argument("--max-tokens-limit", type=int, default=1024, help="most completion tokens a request may ask for")
+    sv.add_argument("--max-queue", type=int, default=256, help="requests that may wait for the model; more get 429")
+    sv.add_argument("--max-body-bytes", type=int, default=1_000_000, help="largest request body; larger gets 413")
+    sv.set_defaults(func=cmd_serve)
+
     d = sub.add_parser("demo", help="train the default model on the built-in corpus and write a report")
     d.add_argument("--quick", action="store_true", help="a run of under a minute")
     d.add_argument("--out", default="runs/demo")
@@ -499,12 +517,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_args(args) -> None:
-    for name in ("max_tokens", "num_samples", "k", "steps", "n"):
+    for name in ("max_tokens", "num_samples", "k", "steps", "n", "threads", "max_tokens_limit", "max_queue", "max_body_bytes"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise NextlabError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     if getattr(args, "temperature", None) is not None and args.temperature < 0:
         raise NextlabError(f"--temperature must be >= 0, got {args.temperature}")
+    port = getattr(args, "port", None)
+    if port is not None and not 0 < port < 65536:
+        raise NextlabError(f"--port must be between 1 and 65535, got {port}")
     top_p = getattr(args, "top_p", None)
     if top_p is not None and not 0 < top_p <= 1:
         raise NextlabError(f"--top-p must be in (0, 1], got {top_p}")

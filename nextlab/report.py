@@ -20,7 +20,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, never a window
 
-from nextlab.checkpoint import CHECKPOINTS_DIR, load_checkpoint
+from nextlab.checkpoint import CHECKPOINTS_DIR, load_checkpoint, model_card
 from nextlab.compress.files import measure_compression
 from nextlab.config import RunConfig, load_config
 from nextlab.data import prepare_corpus
@@ -256,17 +256,7 @@ def surprisal_section(scores: list[TokenScore], source: str) -> Section:
 
 
 def model_card_section(config: dict) -> Section:
-    m, d = config["model"], config["data"]
-    rows = [
-        ("architecture", f"{m['arch']}: {m['n_layer']} layers, {m['n_head']} heads, {m['n_embd']} wide, context {m['block_size']}"),
-        ("parameters", f"{config['params']:,} ({config['non_embedding_params']:,} non-embedding)"),
-        ("tokenizer", f"{config['tokenizer']} ({m['vocab_size']} tokens)"),
-        ("training data", f"{d['path']}{' + worlds ' + ', '.join(d['worlds']) if d.get('worlds') else ''}: "
-                          f"{d['documents']:,} documents, {d['train_tokens']:,} train tokens"),
-        ("tokens seen", f"{config['tokens_seen']:,} in {config['step']} steps"),
-        ("validation loss", f"{config['val_loss']:.4f} nats/token, {config['val_bpb']:.3f} bits/byte"),
-    ]
-    body = "<table>" + "".join(f"<tr><th>{k}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows) + "</table>"
+    body = "<table>" + "".join(f"<tr><th>{k}</th><td>{html.escape(str(v))}</td></tr>" for k, v in model_card(config)) + "</table>"
     return Section("Model", body)
 
 

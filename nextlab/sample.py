@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -38,8 +38,11 @@ class TokenChoice:
 class GeneratedToken:
     id: int
     text: str  # the newly printable text (may be "" while a UTF-8 character is incomplete)
-    logprob: float  # natural log-probability under the distribution it was sampled from (before temperature)
-    top: list[TokenChoice]  # the top candidates of that distribution (if asked for)
+    logprob: float  # natural log-probability under the model's distribution (before temperature and filtering)
+    top: list[TokenChoice]  # the top candidates of the model's distribution (if asked for)
+    sampled_from: list[TokenChoice] = field(default_factory=list)  # top of the distribution actually sampled from
+    rank: int = 0  # of the token in the model's distribution (1 = most likely); 0 on the closing marker
+    finish_reason: str | None = None  # set on the last item only: "stop" (end-of-text or a stop string) or "length"
 
 
 @dataclass
@@ -157,14 +160,14 @@ def generate_stream(
         logprobs = F.log_softmax(logits, -1)
         if temperature == 0:
             token = int(logits.argmax())
+            probs = F.one_hot(torch.tensor(token), logits.numel()).float()
         else:
             probs = F.softmax(filter_logits(logits, temperature, top_k, top_p), -1)
             token = int(torch.multinomial(probs, 1, generator=gen))
         top = top_choices(tokenizer, logprobs.exp(), top_n) if top_n else []
+        sampled_from = [c for c in top_choices(tokenizer, probs, top_n) if c.prob > 0] if top_n else []
         if token == tokenizer.eot_id and stop_at_eot:
-            tail = scanner.flush()
-            if tail:
-                yield GeneratedToken(token, tail, float(logprobs[token]), top)
+            yield GeneratedToken(-1, scanner.flush(), 0.0, [], finish_reason="stop")
             return
         pending += tokenizer.decode_bytes([token])
         text = pending.decode("utf-8", errors="ignore")
@@ -172,8 +175,10 @@ def generate_stream(
             text, pending = pending.decode("utf-8", errors="replace"), b""
         else:
             text = ""
-        yield GeneratedToken(token, scanner.feed(text), float(logprobs[token]), top)
+        rank = int((logprobs > logprobs[token]).sum()) + 1
+        yield GeneratedToken(token, scanner.feed(text), float(logprobs[token]), top, sampled_from, rank)
         if scanner.stopped:
+            yield GeneratedToken(-1, "", 0.0, [], finish_reason="stop")
             return
         ids.append(token)
         if cache.length >= block:  # context full: keep the last 3/4 and rebuild the cache
@@ -183,9 +188,9 @@ def generate_stream(
         else:
             logits, _ = model(torch.tensor([[token]], device=device), cache=cache)
         logits = logits[0, -1].float()
-    tail = scanner.flush()
-    if tail:
-        yield GeneratedToken(-1, tail, 0.0, [])
+    if pending:  # an incomplete UTF-8 character at the very end
+        scanner.feed(pending.decode("utf-8", errors="replace"))
+    yield GeneratedToken(-1, scanner.flush(), 0.0, [], finish_reason="length")
 
 
 @torch.inference_mode()
@@ -245,35 +250,70 @@ def next_token_distribution(model: GPT, tokenizer: Tokenizer, prefix: str, k: in
     return top_choices(tokenizer, F.softmax(logits[0, -1].float(), -1), k)
 
 
-@torch.inference_mode()
-def token_logprobs(model: GPT, ids: Sequence[int], context: Sequence[int] = (), greedy: bool = False):
-    """log p(ids[i] | context + ids[:i]) for every i, over any length (sliding window, stride block/2).
+def _sliding_logprobs(model: GPT, seq: Sequence[int], first: int) -> Iterator[tuple[int, torch.Tensor]]:
+    """For positions first..len(seq)-1, the log-distributions predicting them, in runs (start, rows).
 
     Each window starts as early as lets it reach the end of the sequence, so a token never sees
-    less context than it could; with greedy=True also returns, per token, whether it was the argmax.
+    less context than it could, and at least half a context (stride block/2) once the text is longer.
     """
     device = model.embed_tokens.weight.device
     block = model.cfg.block_size
-    seq = list(context) + list(ids)
-    first, n = len(context), len(seq)
+    n = len(seq)
     if first == 0:
-        raise ValueError("token_logprobs needs at least one token of context (e.g. end-of-text)")
+        raise ValueError("scoring needs at least one token of context (e.g. end-of-text)")
     keep = block - max(1, block // 2)  # context carried into each later window
-    out = torch.empty(len(ids))
-    hits = torch.zeros(len(ids), dtype=torch.bool)
     pos = first  # next position of seq to score
     while pos < n:
         a = max(0, min(pos - 1 - keep, n - 1 - block))
         b = min(n, a + block)  # the window seq[a:b]; its j-th logits predict seq[a + j + 1]
         logits, _ = model(torch.tensor([seq[a:b]], device=device))
-        lp = F.log_softmax(logits[0].float(), -1).cpu()
         end = min(n, b + 1)
-        targets = torch.tensor(seq[pos:end])
-        rows = torch.arange(pos - a - 1, end - a - 1)
-        out[pos - first : end - first] = lp[rows, targets]
-        hits[pos - first : end - first] = lp[rows].argmax(-1) == targets
+        yield pos, F.log_softmax(logits[0, pos - a - 1 : end - a - 1].float(), -1).cpu()
         pos = end
+
+
+@torch.inference_mode()
+def token_logprobs(model: GPT, ids: Sequence[int], context: Sequence[int] = (), greedy: bool = False):
+    """log p(ids[i] | context + ids[:i]) for every i, over any length (sliding window, stride block/2).
+
+    With greedy=True also returns, per token, whether it was the argmax.
+    """
+    seq = list(context) + list(ids)
+    first = len(context)
+    out = torch.empty(len(ids))
+    hits = torch.zeros(len(ids), dtype=torch.bool)
+    for pos, lp in _sliding_logprobs(model, seq, first):
+        targets = torch.tensor(seq[pos : pos + len(lp)])
+        out[pos - first : pos - first + len(lp)] = lp[torch.arange(len(lp)), targets]
+        hits[pos - first : pos - first + len(lp)] = lp.argmax(-1) == targets
     return (out, hits) if greedy else out
+
+
+@dataclass
+class TokenDetail:
+    id: int
+    text: str
+    logprob: float  # natural log
+    rank: int  # 1 = the model's most likely token (GLTR's view of a text)
+    top: list[TokenChoice]  # the model's top candidates at this position
+
+    @property
+    def surprisal_bits(self) -> float:
+        return -self.logprob / math.log(2)
+
+
+@torch.inference_mode()
+def score_in_detail(model: GPT, tokenizer: Tokenizer, ids: Sequence[int], top_n: int = 10) -> list[TokenDetail]:
+    """Each token of `ids` (read after end-of-text): its log-probability, its rank and the top candidates."""
+    seq = [tokenizer.eot_id] + list(ids)
+    out: list[TokenDetail] = []
+    for pos, lp in _sliding_logprobs(model, seq, 1):
+        for j, row in enumerate(lp):
+            token = seq[pos + j]
+            rank = int((row > row[token]).sum()) + 1
+            top = top_choices(tokenizer, row.exp(), top_n) if top_n else []
+            out.append(TokenDetail(token, tokenizer.token_str(token), float(row[token]), rank, top))
+    return out
 
 
 @dataclass

@@ -20,6 +20,7 @@ bytes.
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -180,6 +181,15 @@ def _encode_any_bytes(data: bytes, encode, byte_id) -> list[int]:
         elif run:
             ids.extend(encode(run))
     return ids
+
+
+def token_pieces(tokenizer: Tokenizer, ids: Sequence[int]) -> list[str]:
+    """The text each token adds, in order ("" while a UTF-8 character is incomplete); they join to decode(ids)."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    pieces = [decoder.decode(tokenizer.decode_bytes([i])) for i in ids]
+    if pieces:
+        pieces[-1] += decoder.decode(b"", final=True)
+    return pieces
 
 
 def _byte_level_inverse() -> dict[str, int]:

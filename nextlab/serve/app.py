@@ -1,0 +1,363 @@
+"""The server: one checkpoint behind a web page and an OpenAI-compatible API (FastAPI on uvicorn).
+
+Routes:
+    GET  /                    the page (one self-contained file: no CDN, works offline)
+    GET  /health              liveness, the model's name, requests waiting
+    GET  /v1/models           the one model, as OpenAI lists models
+    POST /v1/completions      OpenAI text completions (see completions.py), streamed as server-sent events on request
+    GET  /api/model           the model card the page shows
+    POST /api/score           every token of a text: log-probability, rank, top candidates
+    POST /api/continue        a sampled continuation as server-sent events, each token with the distribution it came from
+
+All model work runs on one worker thread, first come first served: requests
+are accepted concurrently, but the model is never run by two threads at once
+(PyTorch already uses every core for one forward pass). A request that is
+still waiting when its client disconnects is skipped; a stream stops at the
+next token. The server loads the checkpoint it was started with and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from nextlab.checkpoint import Checkpoint, model_card
+from nextlab.errors import NextlabError
+from nextlab.sample import generate_stream, score_in_detail
+from nextlab.serve.completions import (
+    APIError,
+    CompletionRequest,
+    Limits,
+    chunk_json,
+    completion_json,
+    plan_completion,
+    run_plan,
+)
+from nextlab.tokenizer import token_pieces
+
+log = logging.getLogger("nextlab.serve")
+PAGE_FILE = Path(__file__).with_name("page.html")
+_DONE = object()
+
+
+class ModelWorker:
+    """Runs model work on one thread, in arrival order, with a cap on how many requests may wait."""
+
+    def __init__(self, max_queue: int) -> None:
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nextlab-model")
+        self.max_queue = max_queue
+        self.waiting = 0
+        self._lock = threading.Lock()
+
+    def _admit(self) -> None:
+        with self._lock:
+            if self.waiting >= self.max_queue:
+                raise APIError(429, f"the server is busy: {self.waiting} requests are waiting for the model "
+                                    f"(limit {self.max_queue}); try again shortly", type="server_busy", code="queue_full")
+            self.waiting += 1
+
+    def _started(self) -> None:
+        with self._lock:
+            self.waiting -= 1
+
+    async def run(self, fn: Callable[[], object]):
+        """fn() on the model thread; its result."""
+        self._admit()
+
+        def job():
+            self._started()
+            return fn()
+
+        return await asyncio.wrap_future(self.executor.submit(job))
+
+    def stream(self, make: Callable[[Callable[[], bool]], Iterator]) -> AsyncIterator:
+        """Items of make(cancelled) as they come, produced on the model thread (admission is checked now)."""
+        self._admit()
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        cancel = threading.Event()
+
+        def put(item) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the event loop has closed (server shutting down)
+                cancel.set()
+
+        def job() -> None:
+            self._started()
+            try:
+                if not cancel.is_set():
+                    for item in make(cancel.is_set):
+                        put(item)
+                        if cancel.is_set():
+                            break
+            except Exception as e:  # handed to the request that asked
+                put(e)
+            finally:
+                put(_DONE)
+
+        self.executor.submit(job)
+
+        async def items():
+            try:
+                while (item := await queue.get()) is not _DONE:
+                    if isinstance(item, Exception):
+                        raise item
+                    yield item
+            finally:
+                cancel.set()
+
+        return items()
+
+
+def _error(e: APIError) -> JSONResponse:
+    return JSONResponse(e.body(), status_code=e.status)
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    err = exc.errors()[0]
+    loc = [str(x) for x in err.get("loc", ()) if x != "body"]
+    param = loc[0] if loc else None
+    if err.get("type") == "json_invalid":
+        return f"the request body is not valid JSON: {err.get('ctx', {}).get('error', err.get('msg'))}", None
+    if err.get("type") == "extra_forbidden":
+        return f"Unrecognized request argument supplied: {param}", param
+    if err.get("type") == "missing":
+        return f"missing required parameter: {'.'.join(loc)}", param
+    if param == "prompt":
+        return "prompt must be a string, a list of strings, a list of token ids, or a list of lists of token ids", param
+    return f"{'.'.join(loc) or 'body'}: {err.get('msg')}", param
+
+
+class BodyLimit:
+    """Refuses request bodies over max_bytes with 413 before the app sees them (declared or not)."""
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def _reject(self, send) -> None:
+        e = APIError(413, f"the request body is larger than this server's limit of {self.max_bytes:,} bytes", code="body_too_large")
+        body = json.dumps(e.body()).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            return await self._reject(send)
+        body, more = bytearray(), True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.max_bytes:
+                return await self._reject(send)
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()  # later reads wait for the client to go away (disconnect detection)
+
+        await self.app(scope, replay, send)
+
+
+class ScoreRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str
+    top: int = 10
+
+
+class ContinueRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str = ""
+    max_tokens: int = 64
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float = 1.0
+    seed: int | None = None
+    top: int = 10
+
+
+def _sse(obj) -> bytes:
+    return f"data: {json.dumps(obj)}\n\n".encode()
+
+
+def create_app(ckpt: Checkpoint, name: str, limits: Limits | None = None) -> FastAPI:
+    """The FastAPI application serving `ckpt` under the model name `name`."""
+    limits = limits or Limits()
+    model, tokenizer = ckpt.model.eval(), ckpt.tokenizer
+    block = model.cfg.block_size
+    worker = ModelWorker(limits.max_queue)
+    created = int(ckpt.path.stat().st_mtime)
+    app = FastAPI(title="nextlab", summary=f"next-token prediction with {name}", docs_url="/docs", redoc_url=None)
+    app.state.worker = worker
+
+    @app.exception_handler(APIError)
+    async def api_error(request: Request, e: APIError):
+        return _error(e)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        message, param = _validation_message(exc)
+        return _error(APIError(400, message, param))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        message = f"no route {request.method} {request.url.path}" if exc.status_code in (404, 405) else str(exc.detail)
+        return _error(APIError(exc.status_code, message, type=kind))
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception):
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        return _error(APIError(500, f"internal server error: {type(exc).__name__}", type="server_error"))
+
+    def check_model(requested: str) -> None:
+        if requested != name:
+            raise APIError(404, f"The model '{requested}' does not exist; this server serves '{name}'",
+                           "model", "model_not_found", type="not_found_error")
+
+    def model_json() -> dict:
+        return {"id": name, "object": "model", "created": created, "owned_by": "nextlab"}
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "model": name, "waiting": worker.waiting}
+
+    @app.get("/v1/models")
+    async def list_models():
+        return {"object": "list", "data": [model_json()]}
+
+    @app.get("/v1/models/{model_id}")
+    async def get_model(model_id: str):
+        check_model(model_id)
+        return model_json()
+
+    @app.post("/v1/completions")
+    async def completions(req: CompletionRequest):
+        check_model(req.model)
+        plan = plan_completion(req, tokenizer, block, limits)
+        if not req.stream:
+            pieces = await worker.run(lambda: list(run_plan(model, tokenizer, plan)))
+            return completion_json(plan, pieces, name)
+        items = worker.stream(lambda cancelled: run_plan(model, tokenizer, plan, cancelled))
+
+        async def events():
+            n_tokens = 0
+            async for piece in items:
+                n_tokens += piece.n_tokens
+                yield _sse(chunk_json(plan, piece, name))
+            if plan.include_usage:
+                prompt_tokens = sum(len(p) for p in plan.prompts)
+                yield _sse({"id": plan.id, "object": "text_completion", "created": plan.created, "model": name, "choices": [],
+                            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": n_tokens,
+                                      "total_tokens": prompt_tokens + n_tokens}})
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page():
+        return HTMLResponse(PAGE_FILE.read_text())
+
+    @app.get("/api/model")
+    async def card():
+        return {"name": name, "card": model_card(ckpt.config), "block_size": block, "vocab_size": tokenizer.vocab_size,
+                "limits": asdict(limits)}
+
+    @app.post("/api/score")
+    async def score_text(req: ScoreRequest):
+        if not 0 <= req.top <= limits.max_logprobs:
+            raise APIError(400, f"top must be between 0 and {limits.max_logprobs}, got {req.top}", "top")
+        ids = tokenizer.encode(req.text)
+        if len(ids) > limits.max_score_tokens:
+            raise APIError(400, f"the text is {len(ids)} tokens; this server scores at most {limits.max_score_tokens}", "text")
+        details = await worker.run(lambda: score_in_detail(model, tokenizer, ids, top_n=req.top))
+        tokens = [{"id": d.id, "token": d.text, "text": piece, "logprob": d.logprob, "bits": d.surprisal_bits, "rank": d.rank,
+                   "top": [{"token": c.text, "prob": c.prob} for c in d.top]}
+                  for d, piece in zip(details, token_pieces(tokenizer, ids))]
+        total = sum(t["bits"] for t in tokens)
+        return {"tokens": tokens, "total_bits": total, "bytes": len(req.text.encode())}
+
+    @app.post("/api/continue")
+    async def continue_text(req: ContinueRequest):
+        plan = plan_completion(CompletionRequest(model=name, prompt=req.text, max_tokens=req.max_tokens, temperature=req.temperature,
+                                                 top_k=req.top_k, top_p=req.top_p, seed=req.seed, logprobs=req.top),
+                               tokenizer, block, limits)
+        if plan.max_tokens == 0:
+            raise APIError(400, "max_tokens must be at least 1", "max_tokens")
+
+        def make(cancelled):
+            stream = generate_stream(model, tokenizer, max_new_tokens=plan.max_tokens, temperature=plan.temperature,
+                                     top_k=plan.top_k, top_p=plan.top_p, seed=plan.seed, top_n=req.top,
+                                     context=[tokenizer.eot_id] + plan.prompts[0])
+            for g in stream:
+                if cancelled():
+                    return
+                yield g
+
+        items = worker.stream(make)
+
+        async def events():
+            async for g in items:
+                yield _sse({"id": g.id, "token": tokenizer.token_str(g.id) if g.id >= 0 else None, "text": g.text,
+                            "logprob": g.logprob if g.id >= 0 else None, "rank": g.rank, "finish_reason": g.finish_reason,
+                            "top": [{"token": c.text, "prob": c.prob} for c in g.top],
+                            "sampled_from": [{"token": c.text, "prob": c.prob} for c in g.sampled_from]})
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+    return app
+
+
+def serve(checkpoint: str | Path, host: str = "127.0.0.1", port: int = 8000, name: str | None = None,
+          limits: Limits | None = None, threads: int | None = None, log_level: str = "info") -> None:
+    """Load `checkpoint` and serve it until interrupted."""
+    import torch
+    import uvicorn
+
+    from nextlab.checkpoint import load_checkpoint
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            raise NextlabError(f"cannot listen on {host}:{port}: {e.strerror}; pick another --port or --host") from None
+    if threads:
+        torch.set_num_threads(threads)
+    ckpt = load_checkpoint(checkpoint)
+    name = name or model_name(checkpoint)
+    limits = limits or Limits()
+    app = BodyLimit(create_app(ckpt, name, limits), limits.max_body_bytes)
+    print(f"serving {name} ({ckpt.path}) on http://{host}:{port}/  (API: http://{host}:{port}/v1)", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=2)
+
+
+def model_name(checkpoint: str | Path) -> str:
+    """The name clients use for a checkpoint: its run directory's name (`runs/demo` -> `demo`)."""
+    path = Path(checkpoint).resolve()
+    if path.name.startswith("step_") and path.parent.name == "checkpoints":
+        path = path.parent.parent
+    return path.name
