@@ -197,6 +197,8 @@ def model_card(config: dict) -> list[tuple[str, str]]:
         rows.append(("tokens seen", f"{config['tokens_seen']:,} in {config['step']} steps"))
     if config.get("val_loss") is not None:
         rows.append(("validation loss", f"{config['val_loss']:.4f} nats/token, {config['val_bpb']:.3f} bits/byte"))
+    for t in config.get("tuning", []):
+        rows.append(("tuning", f"{t['method']}: {t['steps']} steps on {t['data']} (from {t['from']})"))
     return rows
 
 

@@ -331,6 +331,43 @@ def cmd_serve(args) -> None:
     serve(args.checkpoint, host=args.host, port=args.port, name=args.name, limits=limits, threads=args.threads)
 
 
+def _task_list(text: str | None) -> list[str]:
+    return [t for t in (text or "").split(",") if t]
+
+
+def cmd_tune_sft(args) -> None:
+    from nextlab.tune import SFTConfig, sft
+
+    cfg = SFTConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, tasks=_task_list(args.tasks),
+                    examples_per_task=args.examples_per_task, seed=args.seed, threads=args.threads or 0)
+    sft(args.checkpoint, args.out, cfg, data=args.data)
+
+
+def cmd_tune_rl(args) -> None:
+    from nextlab.tune import RLConfig, rl
+
+    cfg = RLConfig(steps=args.steps, prompts_per_step=args.prompts, samples_per_prompt=args.samples, lr=args.lr, kl=args.kl,
+                   temperature=args.temperature, max_new_tokens=args.max_new_tokens, tasks=_task_list(args.tasks),
+                   seed=args.seed, threads=args.threads or 0)
+    rl(args.checkpoint, args.out, cfg)
+
+
+def cmd_tune_compare(args) -> None:
+    from nextlab.tune.compare import compare, compare_table
+
+    result = compare(args.base, args.tuned, n_per_task=args.n, seed=args.seed, tasks=_task_list(args.tasks) or None,
+                     log=lambda m: print(m, file=sys.stderr))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    print(compare_table(result))
+
+
+def cmd_chat(args) -> None:
+    from nextlab.tune.chat import chat_repl
+
+    chat_repl(_load(args.checkpoint), temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens, seed=args.seed)
+
+
 def _world_from_args(args):
     from nextlab.config import parse_override
     from nextlab.worlds.registry import WorldSpecError, make_world
@@ -498,6 +535,51 @@ def build_parser() -> argparse.ArgumentParser:
     hd.add_argument("--seed", type=int, default=0)
     hd.set_defaults(func=cmd_heads)
 
+    tu = sub.add_parser("tune", help="reshape the distribution: instruction tuning, reward tuning, before/after comparison")
+    tsub = tu.add_subparsers(dest="tune_command", required=True)
+    ts = tsub.add_parser("sft", help="instruction-tune on conversations (the loss only on the assistant's tokens)")
+    ts.add_argument("checkpoint", help="checkpoint or run directory (chat tokens are added if it has none)")
+    ts.add_argument("--out", required=True, help="directory for the tuned checkpoint")
+    ts.add_argument("--data", help="JSONL conversations (default: built-in requests from the checkpoint's worlds)")
+    ts.add_argument("--tasks", help="built-in tasks, comma-separated (default: all the checkpoint's worlds support)")
+    ts.add_argument("--steps", type=int, default=300)
+    ts.add_argument("--batch-size", type=int, default=32)
+    ts.add_argument("--lr", type=float, default=1e-3)
+    ts.add_argument("--examples-per-task", type=int, default=2000)
+    ts.add_argument("--seed", type=int, default=0)
+    ts.add_argument("--threads", type=int)
+    ts.set_defaults(func=cmd_tune_sft)
+    tr = tsub.add_parser("rl", help="policy gradient with verifiable rewards from the worlds (group-relative REINFORCE)")
+    tr.add_argument("checkpoint", help="an instruction-tuned checkpoint")
+    tr.add_argument("--out", required=True)
+    tr.add_argument("--tasks", help="comma-separated (default: all the checkpoint's worlds support)")
+    tr.add_argument("--steps", type=int, default=40)
+    tr.add_argument("--prompts", type=int, default=8, help="requests per step")
+    tr.add_argument("--samples", type=int, default=8, help="sampled replies per request")
+    tr.add_argument("--lr", type=float, default=1e-4)
+    tr.add_argument("--kl", type=float, default=0.0, help="weight of the KL penalty to the starting model (0 = off)")
+    tr.add_argument("--temperature", type=float, default=1.0)
+    tr.add_argument("--max-new-tokens", type=int, default=32)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--threads", type=int)
+    tr.set_defaults(func=cmd_tune_rl)
+    tc = tsub.add_parser("compare", help="base vs tuned: accuracy, format, answer probability, entropy, KL, alignment tax")
+    tc.add_argument("base", help="the pretrained checkpoint")
+    tc.add_argument("tuned", nargs="+", help="tuned checkpoints")
+    tc.add_argument("-n", type=int, default=50, help="requests per task and phrasing")
+    tc.add_argument("--tasks", help="comma-separated (default: all the base's worlds support)")
+    tc.add_argument("--seed", type=int, default=0)
+    tc.add_argument("--json", help="also write the full result (with sample replies) here")
+    tc.set_defaults(func=cmd_tune_compare)
+
+    ch = sub.add_parser("chat", help="talk to an instruction-tuned checkpoint in the terminal")
+    ch.add_argument("checkpoint")
+    ch.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    ch.add_argument("--top-p", type=float)
+    ch.add_argument("--max-tokens", type=int, default=128)
+    ch.add_argument("--seed", type=int)
+    ch.set_defaults(func=cmd_chat)
+
     sv = sub.add_parser("serve", help="a web page showing the next-token distribution, and an OpenAI-compatible API")
     sv.add_argument("checkpoint", help="checkpoint or run directory")
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only; there is no authentication)")
@@ -517,7 +599,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_args(args) -> None:
-    for name in ("max_tokens", "num_samples", "k", "steps", "n", "threads", "max_tokens_limit", "max_queue", "max_body_bytes"):
+    for name in ("max_tokens", "num_samples", "k", "steps", "n", "threads", "max_tokens_limit", "max_queue", "max_body_bytes",
+                 "batch_size", "examples_per_task", "prompts", "samples", "max_new_tokens"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise NextlabError(f"--{name.replace('_', '-')} must be at least 1, got {value}")

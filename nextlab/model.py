@@ -38,6 +38,9 @@ ATTENTION_IMPLS = ("auto", "sdpa", "manual")
 class ModelConfig:
     arch: str = "modern"  # "modern" or "gpt2"
     vocab_size: int = 0  # 0 = taken from the tokenizer
+    # Tokens the model predicts: the first output_vocab ids (0 = all of them). The ids above are
+    # input-only (chat role markers, see nextlab/tune/chat.py): they have embeddings but no output row.
+    output_vocab: int = 0
     block_size: int = 256  # context length in tokens
     n_layer: int = 4
     n_head: int = 4
@@ -84,6 +87,10 @@ class ModelConfig:
             out.append(f"model.n_head ({self.n_head}) must be divisible by model.n_kv_head ({kv})")
         if self.arch == "gpt2" and kv != self.n_head:
             out.append("model.n_kv_head must equal model.n_head for the gpt2 preset")
+        if self.output_vocab < 0 or (self.vocab_size and self.output_vocab > self.vocab_size):
+            out.append(f"model.output_vocab must be between 0 (all tokens) and vocab_size, got {self.output_vocab}")
+        if self.output_vocab and self.arch == "gpt2":
+            out.append("model.output_vocab (input-only tokens) needs an untied output layer: use the modern preset")
         if not 0.0 <= self.dropout < 1.0:
             out.append(f"model.dropout must be in [0, 1), got {self.dropout}")
         return out
@@ -233,7 +240,7 @@ class GPT(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
         self.norm = make_norm(cfg, cfg.n_embd)
-        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.output_vocab or cfg.vocab_size, bias=False)
         if cfg.arch == "gpt2":
             self.lm_head.weight = self.embed_tokens.weight  # tied
         self.hooks: dict[str, Callable[[torch.Tensor], None]] = {}  # hook point -> function (see capture)

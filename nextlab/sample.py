@@ -374,3 +374,46 @@ def score(model: GPT, tokenizer: Tokenizer, text: str) -> list[TokenScore]:
     ids = tokenizer.encode(text)
     lps = token_logprobs(model, ids, context=[tokenizer.eot_id])
     return [TokenScore(i, tokenizer.token_str(i), float(lp)) for i, lp in zip(ids, lps)]
+
+
+@torch.inference_mode()
+def sample_batch(model: GPT, context: Sequence[int], n: int, max_new_tokens: int, eot_id: int, temperature: float = 1.0,
+                 generator: torch.Generator | None = None) -> list[list[int]]:
+    """n sampled continuations of one context, decoded together (one batch, one KV cache).
+
+    Each ends with end-of-text when the model ended it, or stops at max_new_tokens (or the
+    context window). Used where many samples of one prompt are needed (reward-based tuning).
+    """
+    device = model.embed_tokens.weight.device
+    block = model.cfg.block_size
+    cache = model.make_cache(n)
+    logits, _ = model(torch.tensor([list(context)] * n, device=device), cache=cache)
+    out: list[list[int]] = [[] for _ in range(n)]
+    done = [False] * n
+    for _ in range(max_new_tokens):
+        probs = F.softmax(logits[:, -1].float() / max(temperature, 1e-6), -1)
+        nxt = torch.multinomial(probs, 1, generator=generator)[:, 0]
+        for r in range(n):
+            if not done[r]:
+                out[r].append(int(nxt[r]))
+                done[r] = int(nxt[r]) == eot_id
+        if all(done) or cache.length >= block:
+            break
+        logits, _ = model(nxt[:, None], cache=cache)
+    return out
+
+
+@torch.inference_mode()
+def last_logprobs(model: GPT, contexts: Sequence[Sequence[int]], batch_size: int = 32) -> torch.Tensor:
+    """The next-token log-distribution after each context, (len(contexts), vocab); right-padded batches."""
+    device = model.embed_tokens.weight.device
+    out = []
+    for start in range(0, len(contexts), batch_size):
+        chunk = [list(c)[-model.cfg.block_size :] for c in contexts[start : start + batch_size]]
+        x = torch.zeros((len(chunk), max(len(c) for c in chunk)), dtype=torch.long)
+        for row, c in enumerate(chunk):
+            x[row, : len(c)] = torch.tensor(c)
+        logits, _ = model(x.to(device))
+        last = torch.tensor([len(c) - 1 for c in chunk])
+        out.append(F.log_softmax(logits[torch.arange(len(chunk)), last].float(), -1).cpu())
+    return torch.cat(out)

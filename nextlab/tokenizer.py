@@ -208,7 +208,43 @@ def _byte_level_inverse() -> dict[str, int]:
     return _BYTE_LEVEL_INVERSE
 
 
-Tokenizer = ByteTokenizer | CharTokenizer | BPETokenizer
+class ChatTokenizer:
+    """A text tokenizer plus the chat role markers, as ids after its own (see nextlab/tune/chat.py).
+
+    Text is tokenized exactly as by the base tokenizer and never turns into a marker,
+    whatever it contains: only the chat formatter puts markers in, so a user cannot
+    forge a turn by typing "<|assistant|>".
+    """
+
+    ROLES = ("<|user|>", "<|assistant|>")
+
+    def __init__(self, base: ByteTokenizer | CharTokenizer | BPETokenizer) -> None:
+        self.base = base
+        self.kind = base.kind
+        self.eot_id = base.eot_id
+        self.user_id, self.assistant_id = base.vocab_size, base.vocab_size + 1
+        self.vocab_size = base.vocab_size + len(self.ROLES)
+
+    def encode(self, text: str) -> list[int]:
+        return self.base.encode(text)
+
+    def encode_bytes(self, data: bytes) -> list[int]:
+        return self.base.encode_bytes(data)
+
+    def decode_bytes(self, ids: Sequence[int]) -> bytes:
+        return self.base.decode_bytes([i for i in ids if i < self.base.vocab_size])
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+    def token_str(self, i: int) -> str:
+        return self.ROLES[i - self.base.vocab_size] if i >= self.base.vocab_size else self.base.token_str(i)
+
+    def to_json(self) -> dict:
+        return {"nextlab_tokenizer": "chat", "roles": list(self.ROLES), "base": self.base.to_json()}
+
+
+Tokenizer = ByteTokenizer | CharTokenizer | BPETokenizer | ChatTokenizer
 KINDS = ("bytes", "chars", "bpe")
 
 
@@ -229,6 +265,10 @@ def tokenizer_from_json(obj: dict, source: str = "tokenizer") -> Tokenizer:
         return ByteTokenizer()
     if kind == "chars":
         return CharTokenizer(obj["chars"])
+    if kind == "chat":
+        if obj.get("roles") != list(ChatTokenizer.ROLES) or not isinstance(obj.get("base"), dict):
+            raise NextlabError(f"{source}: a chat tokenizer with roles {obj.get('roles')}; this nextlab knows {list(ChatTokenizer.ROLES)}")
+        return ChatTokenizer(tokenizer_from_json(obj["base"], source))
     if "model" in obj:  # a Hugging Face tokenizer.json
         from tokenizers import Tokenizer as HFTokenizer
 
