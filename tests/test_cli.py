@@ -140,7 +140,8 @@ def test_demo_quick_writes_report(tmp_path):
     assert r.returncode == 0, r.stderr
     page = (tmp_path / "demo" / "report.html").read_text()
     for title in ("Model", "Loss curve", "Samples", "Surprisal of held-out text", "Prediction is compression",
-                  "The model models what produced the text", "Scale does the heavy lifting"):
+                  "The model models what produced the text", "Scale does the heavy lifting",
+                  "Instruction tuning reshapes the distribution"):
         assert f"<h2>{title}</h2>" in page
     assert "data:image/png;base64," in page and "bits</span>" in page
 

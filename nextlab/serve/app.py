@@ -5,6 +5,7 @@ Routes:
     GET  /health              liveness, the model's name, requests waiting
     GET  /v1/models           the one model, as OpenAI lists models
     POST /v1/completions      OpenAI text completions (see completions.py), streamed as server-sent events on request
+    POST /v1/chat/completions OpenAI chat completions, for instruction-tuned checkpoints (see chat.py)
     GET  /api/model           the model card the page shows
     POST /api/score           every token of a text: log-probability, rank, top candidates
     POST /api/continue        a sampled continuation as server-sent events, each token with the distribution it came from
@@ -37,6 +38,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from nextlab.checkpoint import Checkpoint, model_card
 from nextlab.errors import NextlabError
 from nextlab.sample import generate_stream, score_in_detail
+from nextlab.serve.chat import ChatRequest, chat_chunk_json, chat_json, plan_chat
 from nextlab.serve.completions import (
     APIError,
     CompletionRequest,
@@ -271,6 +273,30 @@ def create_app(ckpt: Checkpoint, name: str, limits: Limits | None = None) -> Fas
             if plan.include_usage:
                 prompt_tokens = sum(len(p) for p in plan.prompts)
                 yield _sse({"id": plan.id, "object": "text_completion", "created": plan.created, "model": name, "choices": [],
+                            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": n_tokens,
+                                      "total_tokens": prompt_tokens + n_tokens}})
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(req: ChatRequest):
+        check_model(req.model)
+        plan = plan_chat(req, tokenizer, block, limits, name)
+        if not req.stream:
+            pieces = await worker.run(lambda: list(run_plan(model, tokenizer, plan)))
+            return chat_json(plan, pieces, name)
+        items = worker.stream(lambda cancelled: run_plan(model, tokenizer, plan, cancelled))
+
+        async def events():
+            started, n_tokens = set(), 0
+            async for piece in items:
+                n_tokens += piece.n_tokens
+                yield _sse(chat_chunk_json(plan, piece, name, first=piece.index not in started))
+                started.add(piece.index)
+            if plan.include_usage:
+                prompt_tokens = sum(len(p) for p in plan.prompts)
+                yield _sse({"id": plan.id, "object": "chat.completion.chunk", "created": plan.created, "model": name, "choices": [],
                             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": n_tokens,
                                       "total_tokens": prompt_tokens + n_tokens}})
             yield b"data: [DONE]\n\n"

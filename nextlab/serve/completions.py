@@ -253,8 +253,8 @@ def _logprobs_json(piece: Piece) -> dict:
             "text_offset": piece.text_offset}
 
 
-def _json_float(x: float) -> float | None:
-    return x if math.isfinite(x) else -9999.0
+def json_float(x: float) -> float:
+    return x if math.isfinite(x) else -9999.0  # JSON has no infinity; OpenAI uses -9999 for impossible tokens
 
 
 def completion_json(plan: Plan, pieces: list[Piece], model_name: str) -> dict:
@@ -288,8 +288,8 @@ def _trim_logprobs(choice: dict) -> None:
     keep = sum(1 for o in lp["text_offset"] if o < len(choice["text"])) if choice["finish_reason"] == "stop" else len(lp["tokens"])
     for key in lp:
         lp[key] = lp[key][:keep]
-    lp["token_logprobs"] = [_json_float(x) for x in lp["token_logprobs"]]
-    lp["top_logprobs"] = [{k: _json_float(v) for k, v in d.items()} for d in lp["top_logprobs"]]
+    lp["token_logprobs"] = [json_float(x) for x in lp["token_logprobs"]]
+    lp["top_logprobs"] = [{k: json_float(v) for k, v in d.items()} for d in lp["top_logprobs"]]
 
 
 def chunk_json(plan: Plan, piece: Piece, model_name: str) -> dict:
@@ -297,7 +297,7 @@ def chunk_json(plan: Plan, piece: Piece, model_name: str) -> dict:
     logprobs = None
     if plan.logprobs is not None:
         logprobs = _logprobs_json(piece)
-        logprobs["token_logprobs"] = [_json_float(x) for x in logprobs["token_logprobs"]]
-        logprobs["top_logprobs"] = [{k: _json_float(v) for k, v in d.items()} for d in logprobs["top_logprobs"]]
+        logprobs["token_logprobs"] = [json_float(x) for x in logprobs["token_logprobs"]]
+        logprobs["top_logprobs"] = [{k: json_float(v) for k, v in d.items()} for d in logprobs["top_logprobs"]]
     return {"id": plan.id, "object": "text_completion", "created": plan.created, "model": model_name,
             "choices": [{"text": piece.text, "index": piece.index, "logprobs": logprobs, "finish_reason": piece.finish_reason}]}

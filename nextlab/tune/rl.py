@@ -78,6 +78,23 @@ def sequence_logprobs(model, sequences: list[tuple[list[int], list[int]]]) -> tu
     return lp, mask
 
 
+def policy_loss(lp: torch.Tensor, mask: torch.Tensor, advantages: torch.Tensor, ref_lp: torch.Tensor | None = None,
+                kl: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """-advantage x log p summed over reply tokens / number of reply tokens, plus kl x KL(policy || reference).
+
+    The KL is GRPO's k3 estimator per sampled token, exp(ref - lp) - (ref - lp) - 1: unbiased, never
+    negative, zero where the policy equals the reference. Returns (loss, the KL term alone).
+    """
+    n_tokens = mask.sum()
+    loss = -(advantages[:, None] * lp * mask).sum() / n_tokens
+    kl_term = torch.zeros(())
+    if ref_lp is not None:
+        delta = ref_lp - lp
+        kl_term = ((delta.exp() - delta - 1) * mask).sum() / n_tokens
+        loss = loss + kl * kl_term
+    return loss, kl_term.detach()
+
+
 def rl(checkpoint: str | Path, out: str | Path, cfg: RLConfig | None = None, log=print) -> Path:
     """Reward-tune an instruction-tuned checkpoint and save the result to `out`."""
     cfg = cfg.check() if cfg else RLConfig()
@@ -119,18 +136,14 @@ def rl(checkpoint: str | Path, out: str | Path, cfg: RLConfig | None = None, log
         model.train()
         kl_value = 0.0
         if batch:
-            lp, mask = sequence_logprobs(model, [(p, rep) for p, rep, _ in batch])
-            adv = torch.tensor([a for _, _, a in batch])[:, None]
-            n_tokens = mask.sum()
-            loss = -(adv * lp * mask).sum() / n_tokens
+            sequences = [(p, rep) for p, rep, _ in batch]
+            lp, mask = sequence_logprobs(model, sequences)
+            ref_lp = None
             if reference is not None:
                 with torch.no_grad():
-                    ref_lp, _ = sequence_logprobs(reference, [(p, rep) for p, rep, _ in batch])
-                delta = ref_lp - lp
-                k3 = (delta.exp() - delta - 1) * mask
-                kl_term = k3.sum() / n_tokens
-                loss = loss + cfg.kl * kl_term
-                kl_value = kl_term.item()
+                    ref_lp, _ = sequence_logprobs(reference, sequences)
+            loss, kl_term = policy_loss(lp, mask, torch.tensor([a for _, _, a in batch]), ref_lp, cfg.kl)
+            kl_value = float(kl_term)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
