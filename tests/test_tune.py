@@ -22,23 +22,24 @@ from nextlab.tune.data import load_conversations, reward, well_formed, world_exa
 from nextlab.tune.rl import policy_loss, sequence_logprobs
 from nextlab.tune.sft import batch_tensors
 
-WORLD = {"arithmetic": {"weight": 1, "max_digits": 2, "ops": "+"}}  # short sums: partly learnable by a tiny model
+# single-digit sums, learnable by a tiny model (with a little hmm text: 1-digit sums alone repeat, leaving no unseen validation text)
+WORLD = {"arithmetic": {"weight": 1, "max_digits": 1, "ops": "+"}, "hmm": 0.2}
 
 
 @pytest.fixture(scope="module")
 def arith_checkpoint(corpus_file, tmp_path_factory):
-    """A small model pretrained on sums of 1- and 2-digit numbers only (its documents: "3 + 41 = 44")."""
+    """A small model pretrained on single-digit sums ("3 + 4 = 7") and a little hmm text."""
     out = tmp_path_factory.mktemp("arith") / "base"
-    extra = ['data.worlds={arithmetic={weight=1, max_digits=2, ops="+"}}', "data.world_bytes=150000", "model.block_size=64",
-             "model.n_embd=64", "train.eval_every=50"]
-    assert main(tiny_args("", out, steps=150, extra=extra)) == 0
+    extra = ['data.worlds={arithmetic={weight=1, max_digits=1, ops="+"}, hmm=0.2}', "data.world_bytes=150000", "model.block_size=64",
+             "model.n_embd=64", "train.eval_every=100"]
+    assert main(tiny_args("", out, steps=400, extra=extra)) == 0
     return out
 
 
 @pytest.fixture(scope="module")
 def sft_checkpoint(arith_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("sft") / "sft"
-    sft(arith_checkpoint, out, SFTConfig(steps=80, batch_size=16, lr=3e-3, examples_per_task=300, threads=1), log=lambda *a: None)
+    sft(arith_checkpoint, out, SFTConfig(steps=150, batch_size=32, lr=1e-3, examples_per_task=300, threads=1), log=lambda *a: None)
     return out
 
 
@@ -173,6 +174,15 @@ def test_rl_runs_on_its_own_samples(arith_checkpoint, sft_checkpoint, tmp_path):
     assert moved > 0 and same  # learned from its samples, and deterministic by seed
     with pytest.raises(NextlabError, match="instruction-tune it first"):
         rl(arith_checkpoint, tmp_path / "x", RLConfig(**cfg))
+
+
+def test_rl_raises_the_reward(sft_checkpoint, tmp_path):
+    """Single-digit sums: the instruction-tuned model is sometimes right; reward tuning makes it right more often."""
+    cfg = RLConfig(steps=60, prompts_per_step=16, samples_per_prompt=8, max_new_tokens=8, lr=1e-3, threads=1, tasks=["arithmetic"])
+    tuned = load_checkpoint(rl(sft_checkpoint, tmp_path / "rl", cfg, log=lambda *a: None))
+    rewards = [h["reward"] for h in tuned.config["tuning"][-1]["history"]]
+    early, late = sum(rewards[:20]) / 20, sum(rewards[-20:]) / 20
+    assert late > early + 0.1, (early, late)
 
 
 def test_policy_loss_direction_and_kl():

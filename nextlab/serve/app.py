@@ -43,10 +43,12 @@ from nextlab.serve.completions import (
     APIError,
     CompletionRequest,
     Limits,
+    Plan,
     chunk_json,
     completion_json,
     plan_completion,
     run_plan,
+    usage_json,
 )
 from nextlab.tokenizer import token_pieces
 
@@ -256,52 +258,37 @@ def create_app(ckpt: Checkpoint, name: str, limits: Limits | None = None) -> Fas
         check_model(model_id)
         return model_json()
 
-    @app.post("/v1/completions")
-    async def completions(req: CompletionRequest):
-        check_model(req.model)
-        plan = plan_completion(req, tokenizer, block, limits)
-        if not req.stream:
+    async def respond(plan: Plan, stream: bool, whole: Callable, chunk: Callable, chunk_object: str):
+        """Run a planned completion: one JSON response, or server-sent events as the tokens come."""
+        if not stream:
             pieces = await worker.run(lambda: list(run_plan(model, tokenizer, plan)))
-            return completion_json(plan, pieces, name)
-        items = worker.stream(lambda cancelled: run_plan(model, tokenizer, plan, cancelled))
-
-        async def events():
-            n_tokens = 0
-            async for piece in items:
-                n_tokens += piece.n_tokens
-                yield _sse(chunk_json(plan, piece, name))
-            if plan.include_usage:
-                prompt_tokens = sum(len(p) for p in plan.prompts)
-                yield _sse({"id": plan.id, "object": "text_completion", "created": plan.created, "model": name, "choices": [],
-                            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": n_tokens,
-                                      "total_tokens": prompt_tokens + n_tokens}})
-            yield b"data: [DONE]\n\n"
-
-        return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-
-    @app.post("/v1/chat/completions")
-    async def chat_completions(req: ChatRequest):
-        check_model(req.model)
-        plan = plan_chat(req, tokenizer, block, limits, name)
-        if not req.stream:
-            pieces = await worker.run(lambda: list(run_plan(model, tokenizer, plan)))
-            return chat_json(plan, pieces, name)
+            return whole(plan, pieces, name)
         items = worker.stream(lambda cancelled: run_plan(model, tokenizer, plan, cancelled))
 
         async def events():
             started, n_tokens = set(), 0
             async for piece in items:
                 n_tokens += piece.n_tokens
-                yield _sse(chat_chunk_json(plan, piece, name, first=piece.index not in started))
+                yield _sse(chunk(plan, piece, name, first=piece.index not in started))
                 started.add(piece.index)
             if plan.include_usage:
-                prompt_tokens = sum(len(p) for p in plan.prompts)
-                yield _sse({"id": plan.id, "object": "chat.completion.chunk", "created": plan.created, "model": name, "choices": [],
-                            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": n_tokens,
-                                      "total_tokens": prompt_tokens + n_tokens}})
+                yield _sse({"id": plan.id, "object": chunk_object, "created": plan.created, "model": name, "choices": [],
+                            "usage": usage_json(plan, n_tokens)})
             yield b"data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+    @app.post("/v1/completions")
+    async def completions(req: CompletionRequest):
+        check_model(req.model)
+        plan = plan_completion(req, tokenizer, block, limits)
+        return await respond(plan, bool(req.stream), completion_json, chunk_json, "text_completion")
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(req: ChatRequest):
+        check_model(req.model)
+        plan = plan_chat(req, tokenizer, block, limits, name)
+        return await respond(plan, bool(req.stream), chat_json, chat_chunk_json, "chat.completion.chunk")
 
     @app.get("/", response_class=HTMLResponse)
     async def page():

@@ -14,7 +14,7 @@ import uuid
 from pydantic import BaseModel, ConfigDict
 
 from nextlab.errors import NextlabError
-from nextlab.serve.completions import APIError, CompletionRequest, Limits, Piece, Plan, json_float, plan_completion
+from nextlab.serve.completions import APIError, CompletionRequest, Limits, Piece, Plan, json_float, plan_completion, usage_json
 from nextlab.tokenizer import Tokenizer
 from nextlab.tune.chat import check_messages, is_chat, prompt_ids
 
@@ -104,11 +104,8 @@ def chat_json(plan: Plan, pieces: list[Piece], model_name: str) -> dict:
         if piece.finish_reason:
             c["finish_reason"] = piece.finish_reason
         completion_tokens += piece.n_tokens
-    prompt_tokens = sum(len(p) for p in plan.prompts)
     return {"id": plan.id, "object": "chat.completion", "created": plan.created, "model": model_name,
-            "choices": [choices[i] for i in sorted(choices)],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens}}
+            "choices": [choices[i] for i in sorted(choices)], "usage": usage_json(plan, completion_tokens)}
 
 
 def chat_chunk_json(plan: Plan, piece: Piece, model_name: str, first: bool) -> dict:

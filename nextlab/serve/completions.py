@@ -275,11 +275,13 @@ def completion_json(plan: Plan, pieces: list[Piece], model_name: str) -> dict:
     for c in choices.values():
         if c["logprobs"] is not None:
             _trim_logprobs(c)
-    prompt_tokens = sum(len(p) for p in plan.prompts)
     return {"id": plan.id, "object": "text_completion", "created": plan.created, "model": model_name,
-            "choices": [choices[i] for i in sorted(choices)],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens}}
+            "choices": [choices[i] for i in sorted(choices)], "usage": usage_json(plan, completion_tokens)}
+
+
+def usage_json(plan: Plan, completion_tokens: int) -> dict:
+    prompt_tokens = sum(len(p) for p in plan.prompts)
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens}
 
 
 def _trim_logprobs(choice: dict) -> None:
@@ -292,7 +294,7 @@ def _trim_logprobs(choice: dict) -> None:
     lp["top_logprobs"] = [{k: json_float(v) for k, v in d.items()} for d in lp["top_logprobs"]]
 
 
-def chunk_json(plan: Plan, piece: Piece, model_name: str) -> dict:
+def chunk_json(plan: Plan, piece: Piece, model_name: str, first: bool = False) -> dict:
     """One server-sent event of a streamed completion."""
     logprobs = None
     if plan.logprobs is not None:

@@ -39,12 +39,12 @@ from nextlab.tune.sft import checkpoint_worlds, default_tasks, tuned_info
 
 @dataclass
 class RLConfig:
-    steps: int = 40
+    steps: int = 100
     prompts_per_step: int = 8
     samples_per_prompt: int = 8
     max_new_tokens: int = 32
     temperature: float = 1.0
-    lr: float = 1e-4
+    lr: float = 5e-4
     kl: float = 0.0  # beta of the KL penalty to the starting model; 0 = off
     tasks: list[str] = field(default_factory=list)  # empty = those the checkpoint's worlds support
     examples_per_task: int = 2000

@@ -29,7 +29,7 @@ from nextlab.tune.data import TASKS, conversation, load_conversations, world_exa
 class SFTConfig:
     steps: int = 300
     batch_size: int = 32
-    lr: float = 1e-3  # peak; linear warm-up, then linear decay to zero (nanochat's SFT schedule)
+    lr: float = 3e-4  # peak; linear warm-up, then linear decay to zero (nanochat's SFT schedule)
     warmup_steps: int = 10
     weight_decay: float = 0.0
     examples_per_task: int = 2000  # built-in requests per task (ignored with a data file)
