@@ -16,6 +16,10 @@ Three kinds, one small interface (`encode`, `decode`, `vocab_size`, `eot_id`,
 `decode` of ids that do not form valid UTF-8 (a model can sample half a
 character) replaces the broken bytes with U+FFFD; `decode_bytes` gives the raw
 bytes.
+
+`ChatTokenizer` wraps any of the three with the chat role markers; the chat
+format (conversations as tokens, and which positions tuning trains) is at the
+end of this file.
 """
 
 from __future__ import annotations
@@ -209,7 +213,7 @@ def _byte_level_inverse() -> dict[str, int]:
 
 
 class ChatTokenizer:
-    """A text tokenizer plus the chat role markers, as ids after its own (see nextlab/tune/chat.py).
+    """A text tokenizer plus the chat role markers, as ids after its own (the chat format: see below).
 
     Text is tokenized exactly as by the base tokenizer and never turns into a marker,
     whatever it contains: only the chat formatter puts markers in, so a user cannot
@@ -246,6 +250,80 @@ class ChatTokenizer:
 
 Tokenizer = ByteTokenizer | CharTokenizer | BPETokenizer | ChatTokenizer
 KINDS = ("bytes", "chars", "bpe")
+
+# The chat format. A conversation is a list of messages {"role": "user" | "assistant", "content": str},
+# alternating and starting with the user (OpenAI's message shape). As tokens:
+#
+#     <|endoftext|> <|user|> What is 37 plus 45? <|assistant|> 82 <|endoftext|> <|user|> ...
+#
+# - The role markers are input-only: the model reads them but never predicts them, so its output
+#   layer does not grow (ModelConfig.output_vocab; nextlab/tune/chat.py adds their embeddings).
+# - An assistant turn ends with the end-of-text token the model already predicts at the end of every
+#   document. A new end-of-turn output token would need a new output row, and any new row moves every
+#   probability of the base model (softmax renormalizes); reusing end-of-text leaves the base model's
+#   predictions on ordinary text exactly as they were until tuning starts.
+# - Training signal: only the assistant's tokens and the end-of-text that closes its turn are
+#   predicted in the loss; the user's words and the markers are context.
+
+IGNORE = -100  # target of a position the loss skips (F.cross_entropy's ignore_index)
+
+
+def is_chat(tokenizer: Tokenizer) -> bool:
+    return isinstance(tokenizer, ChatTokenizer)
+
+
+def check_messages(messages, where: str = "conversation") -> list[dict]:
+    """The messages, checked: a non-empty list of {role, content}, user first, roles alternating."""
+    if not isinstance(messages, list) or not messages:
+        raise NextlabError(f"{where}: messages must be a non-empty list")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or set(m) - {"role", "content", "name"} or not isinstance(m.get("content"), str):
+            raise NextlabError(f"{where}: message {i} must be {{\"role\": ..., \"content\": \"...\"}}, got {m!r:.80}")
+        want = ("user", "assistant")[i % 2]
+        if m.get("role") != want:
+            raise NextlabError(f"{where}: message {i} has role {m.get('role')!r}; turns alternate user, assistant, ... "
+                               f"starting with the user, so it should be {want!r}")
+    return messages
+
+
+def render_chat(tokenizer: ChatTokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
+    """Token ids of a conversation and the training target of each position (IGNORE where not trained).
+
+    targets[t] is what position t predicts: ids[t + 1] inside an assistant turn (and its
+    closing end-of-text), IGNORE elsewhere; len(targets) == len(ids) - 1.
+    """
+    ids, trained = [tokenizer.eot_id], [False]
+    for m in messages:
+        if m["role"] == "user":
+            part = [tokenizer.user_id] + tokenizer.encode(m["content"]) + [tokenizer.assistant_id]
+            ids += part
+            trained += [False] * len(part)
+        else:
+            part = tokenizer.encode(m["content"]) + [tokenizer.eot_id]
+            ids += part
+            trained += [True] * len(part)
+    targets = [ids[t + 1] if trained[t + 1] else IGNORE for t in range(len(ids) - 1)]
+    return ids, targets
+
+
+def chat_prompt_ids(tokenizer: ChatTokenizer, messages: list[dict], block_size: int | None = None) -> list[int]:
+    """The tokens that ask for the next assistant turn: the conversation up to the user's last message and <|assistant|>.
+
+    With block_size, the oldest exchanges are dropped until the prompt leaves room to answer
+    (a quarter of the context); a last user message that alone does not fit is an error.
+    """
+    if messages[-1]["role"] != "user":
+        raise NextlabError("the conversation must end with a user message to ask for a reply")
+    while True:
+        ids, _ = render_chat(tokenizer, messages)
+        if block_size is None or len(ids) <= block_size - block_size // 4 or len(messages) == 1:
+            break
+        messages = messages[2:]
+    if block_size is not None and len(ids) > block_size - 1:
+        raise NextlabError(f"the last message is {len(ids)} tokens with its markers; this model's context is {block_size}")
+    return ids
+
+
 
 
 def train_tokenizer(kind: str, texts: Sequence[str], bpe_vocab_size: int = 4096) -> Tokenizer:

@@ -14,9 +14,8 @@ from nextlab.cli import main
 from nextlab.errors import NextlabError
 from nextlab.sample import greedy_continuations, token_logprobs
 from nextlab.serve import Limits, create_app
-from nextlab.tokenizer import ChatTokenizer, load_tokenizer
-from nextlab.tune import RLConfig, SFTConfig, add_chat_tokens, render, rl, sft
-from nextlab.tune.chat import IGNORE, prompt_ids
+from nextlab.tokenizer import IGNORE, ChatTokenizer, chat_prompt_ids, load_tokenizer, render_chat
+from nextlab.tune import RLConfig, SFTConfig, add_chat_tokens, rl, sft
 from nextlab.tune.compare import answer_metrics, compare, compare_table
 from nextlab.tune.data import load_conversations, reward, well_formed, world_examples
 from nextlab.tune.rl import policy_loss, sequence_logprobs
@@ -83,7 +82,7 @@ def test_loss_mask_covers_only_assistant_tokens(tiny_checkpoint):
     tok = ChatTokenizer(load_checkpoint(tiny_checkpoint).tokenizer)
     messages = [{"role": "user", "content": "ab"}, {"role": "assistant", "content": "cd"},
                 {"role": "user", "content": "e"}, {"role": "assistant", "content": "f"}]
-    ids, targets = render(tok, messages)
+    ids, targets = render_chat(tok, messages)
     enc = tok.encode
     assert ids == [tok.eot_id, tok.user_id, *enc("ab"), tok.assistant_id, *enc("cd"), tok.eot_id,
                    tok.user_id, *enc("e"), tok.assistant_id, *enc("f"), tok.eot_id]
@@ -97,12 +96,12 @@ def test_sft_loss_is_the_assistant_tokens_cross_entropy(tiny_checkpoint):
     model, tok = add_chat_tokens(ckpt.model, ckpt.tokenizer)
     convs = [[{"role": "user", "content": "the cat"}, {"role": "assistant", "content": "runs."}],
              [{"role": "user", "content": "a dog and the bird"}, {"role": "assistant", "content": "sleeps"}]]
-    x, y = batch_tensors([render(tok, c) for c in convs])
+    x, y = batch_tensors([render_chat(tok, c) for c in convs])
     with torch.no_grad():
         _, loss = model(x, y)
         manual = []
         for c in convs:
-            prompt = prompt_ids(tok, c[:1])
+            prompt = chat_prompt_ids(tok, c[:1])
             reply = tok.encode(c[1]["content"]) + [tok.eot_id]
             manual += token_logprobs(model, reply, context=prompt).tolist()
     assert loss.item() == pytest.approx(-sum(manual) / len(manual), abs=1e-5)
@@ -152,7 +151,7 @@ def test_tiny_sft_raises_heldout_format_following(arith_checkpoint, sft_checkpoi
 def test_sequence_logprobs_match_the_scorer(sft_checkpoint):
     ckpt = load_checkpoint(sft_checkpoint)
     tok = ckpt.tokenizer
-    prompt = prompt_ids(tok, [{"role": "user", "content": "What is 3 plus 4?"}])
+    prompt = chat_prompt_ids(tok, [{"role": "user", "content": "What is 3 plus 4?"}])
     replies = [tok.encode("7") + [tok.eot_id], tok.encode("12")]
     with torch.no_grad():
         lp, mask = sequence_logprobs(ckpt.model, [(prompt, r) for r in replies])
@@ -241,7 +240,7 @@ def test_tune_cli(arith_checkpoint, sft_checkpoint, tmp_path):
     r = run_cli("chat", str(sft_checkpoint), input="What is 3 plus 4?\n/quit\n")
     assert r.returncode == 0 and r.stdout.count("model> ") == 1, r.stderr
     tuned = load_checkpoint(sft_checkpoint)
-    prompt = prompt_ids(tuned.tokenizer, [{"role": "user", "content": "What is 3 plus 4?"}])
+    prompt = chat_prompt_ids(tuned.tokenizer, [{"role": "user", "content": "What is 3 plus 4?"}])
     greedy = tuned.tokenizer.decode(greedy_continuations(tuned.model, tuned.tokenizer, [prompt], [128])[0])
     assert f"model> {greedy}\n" in r.stdout
     r = run_cli("tune", "compare", str(arith_checkpoint), str(sft_checkpoint), "-n", "4", "--json", str(tmp_path / "c.json"))
@@ -251,7 +250,7 @@ def test_tune_cli(arith_checkpoint, sft_checkpoint, tmp_path):
 def test_chat_completions_api(arith_checkpoint, sft_checkpoint):
     tuned = load_checkpoint(sft_checkpoint)
     messages = [{"role": "user", "content": "What is 12 plus 30?"}]
-    prompt = prompt_ids(tuned.tokenizer, messages)
+    prompt = chat_prompt_ids(tuned.tokenizer, messages)
     greedy = tuned.tokenizer.decode(greedy_continuations(tuned.model, tuned.tokenizer, [prompt], [16])[0])
 
     async def run(ckpt, name):

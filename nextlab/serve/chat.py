@@ -15,8 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from nextlab.errors import NextlabError
 from nextlab.serve.completions import APIError, CompletionRequest, Limits, Piece, Plan, json_float, plan_completion, usage_json
-from nextlab.tokenizer import Tokenizer
-from nextlab.tune.chat import check_messages, is_chat, prompt_ids
+from nextlab.tokenizer import Tokenizer, chat_prompt_ids, check_messages, is_chat
 
 
 class ChatRequest(BaseModel):
@@ -62,7 +61,7 @@ def plan_chat(req: ChatRequest, tokenizer: Tokenizer, block_size: int, limits: L
         check_messages(messages, "messages")
         if messages[-1]["role"] != "user":
             raise NextlabError("messages: the last message must be the user's (the reply is the assistant's)")
-        ids = prompt_ids(tokenizer, messages)[1:]  # the completion adds the leading end-of-text itself
+        ids = chat_prompt_ids(tokenizer, messages)[1:]  # the completion adds the leading end-of-text itself
     except NextlabError as e:
         raise APIError(400, str(e), "messages") from None
     if req.top_logprobs is not None and not req.logprobs:

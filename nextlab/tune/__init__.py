@@ -1,7 +1,7 @@
-"""Reshaping the distribution: the chat format, instruction tuning (SFT), reward-based tuning (RL), and before/after measurement."""
+"""Reshaping the distribution: chat tokens for a pretrained model, instruction tuning, reward tuning, before/after measurement."""
 
-from nextlab.tune.chat import add_chat_tokens, check_messages, is_chat, prompt_ids, render
+from nextlab.tune.chat import add_chat_tokens
 from nextlab.tune.rl import RLConfig, rl
 from nextlab.tune.sft import SFTConfig, sft
 
-__all__ = ["RLConfig", "SFTConfig", "add_chat_tokens", "check_messages", "is_chat", "prompt_ids", "render", "rl", "sft"]
+__all__ = ["RLConfig", "SFTConfig", "add_chat_tokens", "rl", "sft"]

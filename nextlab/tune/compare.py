@@ -30,7 +30,7 @@ from nextlab.config import config_from_dict
 from nextlab.data import even_offsets, prepare_corpus, windows
 from nextlab.errors import NextlabError
 from nextlab.sample import greedy_continuations, last_logprobs
-from nextlab.tune.chat import is_chat, prompt_ids
+from nextlab.tokenizer import chat_prompt_ids, is_chat
 from nextlab.tune.data import Example, well_formed, world_examples
 from nextlab.tune.sft import checkpoint_worlds, default_tasks
 
@@ -40,7 +40,7 @@ METRICS = ("exact", "format", "p_answer", "entropy_bits")
 def request_context(tokenizer, example: Example, style: str) -> list[int]:
     """How a model is asked: "plain" text, the world's "native" text, or the "chat" format."""
     if style == "chat":
-        return prompt_ids(tokenizer, [{"role": "user", "content": example.request}])
+        return chat_prompt_ids(tokenizer, [{"role": "user", "content": example.request}])
     text = example.request + "\n" if style == "plain" else example.native_prompt
     return [tokenizer.eot_id] + tokenizer.encode(text)
 

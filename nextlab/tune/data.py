@@ -28,7 +28,7 @@ from pathlib import Path
 
 from nextlab.errors import NextlabError
 from nextlab.evals.tasks import get_task
-from nextlab.tune.chat import check_messages
+from nextlab.tokenizer import check_messages
 
 OPS = {"+": "plus", "-": "minus", "x": "times"}
 

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from nextlab.checkpoint import load_checkpoint, save_checkpoint
 from nextlab.errors import NextlabError
 from nextlab.sample import sample_batch
-from nextlab.tune.chat import is_chat, prompt_ids
+from nextlab.tokenizer import chat_prompt_ids, is_chat
 from nextlab.tune.data import reward, world_examples
 from nextlab.tune.sft import checkpoint_worlds, default_tasks, tuned_info
 
@@ -123,7 +123,7 @@ def rl(checkpoint: str | Path, out: str | Path, cfg: RLConfig | None = None, log
         batch, rewards = [], []
         model.eval()
         for ex in rng.sample(examples, cfg.prompts_per_step):
-            prompt = prompt_ids(tokenizer, [{"role": "user", "content": ex.request}])
+            prompt = chat_prompt_ids(tokenizer, [{"role": "user", "content": ex.request}])
             room = min(cfg.max_new_tokens, block - len(prompt))
             if room < 1:
                 continue

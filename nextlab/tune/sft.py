@@ -20,8 +20,8 @@ import torch
 from nextlab.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from nextlab.errors import NextlabError
 from nextlab.model import GPT
-from nextlab.tokenizer import ChatTokenizer
-from nextlab.tune.chat import IGNORE, add_chat_tokens, is_chat, render
+from nextlab.tokenizer import IGNORE, ChatTokenizer, is_chat, render_chat
+from nextlab.tune.chat import add_chat_tokens
 from nextlab.tune.data import TASKS, conversation, load_conversations, world_examples
 
 
@@ -110,7 +110,7 @@ def sft(checkpoint: str | Path, out: str | Path, cfg: SFTConfig | None = None, d
     model, tokenizer = chat_model(ckpt, cfg.seed)
     conversations = load_conversations(data) if data else builtin_conversations(ckpt, cfg.tasks, cfg.examples_per_task, cfg.seed)
     block = model.cfg.block_size
-    rendered = [render(tokenizer, c) for c in conversations]
+    rendered = [render_chat(tokenizer, c) for c in conversations]
     fits = [r for r in rendered if len(r[0]) - 1 <= block]
     if len(fits) < len(rendered):
         log(f"skipping {len(rendered) - len(fits)} of {len(rendered)} conversations longer than the context ({block} tokens)")
