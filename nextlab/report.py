@@ -33,7 +33,7 @@ from nextlab.sample import TokenScore, generate, score
 from nextlab.scaling import emergence, fit_sweep, plot_sweep, run_sweep
 from nextlab.train import train
 from nextlab.tune import RLConfig, SFTConfig, rl, sft
-from nextlab.tune.compare import answer_distributions, compare, plot_answer_distributions
+from nextlab.tune.compare import answer_distributions, compare, plot_answer_distributions, telling_example
 from nextlab.tune.data import world_examples
 from nextlab.tune.sft import checkpoint_worlds
 from nextlab.worlds import ALL_WORLDS
@@ -408,7 +408,7 @@ def demo_tuning(ckpt_path: Path, out: Path, quick: bool = False, log=print) -> d
     result = compare(ckpt_path, [sft_path, rl_path], n_per_task=8 if quick else 50, log=log)
     base_ckpt, sft_ckpt, rl_ckpt = (load_checkpoint(p) for p in (ckpt_path, sft_path, rl_path))
     worlds, world_seed = checkpoint_worlds(base_ckpt)
-    example = next(e for e in world_examples(["arithmetic"], 8, "heldout", 4321, worlds, world_seed))
+    example = telling_example(sft_ckpt, world_examples(result["tasks"], 10, "heldout", 4321, worlds, world_seed))
     dists = answer_distributions([("base, plain text", base_ckpt, "plain"), ("base, its own format", base_ckpt, "native"),
                                   ("SFT, chat", sft_ckpt, "chat"), ("SFT + RL, chat", rl_ckpt, "chat")], example)
     result["picture"] = plot_answer_distributions(dists, example, base / "answer_distribution.png")
@@ -450,7 +450,8 @@ def tuning_section(result: dict) -> Section:
         "<p>What it cost on ordinary text (the demo's validation windows): the loss, its change (the alignment tax) and "
         "KL(base || model) of the next-token distributions, in nats per token.</p>"
         f"<table><tr><th>model</th><th>val loss</th><th>tax</th><th>KL from base</th></tr>{ordinary}</table>"
-        f"<p>The next-token distribution at the answer position for one held-out request:</p>{png_file_img(result['picture'])}"
+        "<p>The next-token distribution at the answer position, for the first of a few held-out requests where the SFT "
+        f"model's most likely token starts the right answer (orange: that token):</p>{png_file_img(result['picture'])}"
         f"<p>First held-out reply of each:</p><table><tr><th>model</th><th>request</th><th>reply</th><th>answer</th></tr>{samples}</table>"
         f"<p>Time on this machine:</p><ul>{timing}</ul>"
     )

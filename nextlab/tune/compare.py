@@ -132,14 +132,25 @@ def compare_table(result: dict) -> str:
 
 
 @torch.inference_mode()
+def telling_example(ckpt: Checkpoint, examples: list[Example], style: str = "chat") -> Example:
+    """The first example whose answer starts with `ckpt`'s most likely token (else the first): one worth a picture."""
+    for e in examples:
+        lp = last_logprobs(ckpt.model, [request_context(ckpt.tokenizer, e, style)])[0]
+        if int(lp.argmax()) == ckpt.tokenizer.encode(e.answer)[0]:
+            return e
+    return examples[0]
+
+
+@torch.inference_mode()
 def answer_distributions(models: list[tuple[str, Checkpoint, str]], example: Example, k: int = 8) -> list[dict]:
     """Top-k of the next-token distribution at the answer position, for each (label, checkpoint, prompting)."""
     out = []
     for label, ckpt, style in models:
         lp = last_logprobs(ckpt.model, [request_context(ckpt.tokenizer, example, style)])[0]
         p, i = lp.exp().topk(k)
+        first = ckpt.tokenizer.encode(example.answer)[0]
         out.append({"label": label, "tokens": [ckpt.tokenizer.token_str(int(j)) for j in i], "probs": p.tolist(),
-                    "answer_token": ckpt.tokenizer.token_str(ckpt.tokenizer.encode(example.answer)[0])})
+                    "answer_token": ckpt.tokenizer.token_str(first), "answer_prob": float(lp[first].exp())})
     return out
 
 
@@ -156,7 +167,7 @@ def plot_answer_distributions(dists: list[dict], example: Example, path: str | P
         colours = ["#e08a2c" if t == d["answer_token"] else "#8fb0ea" for t in d["tokens"]]
         ax.bar(range(len(labels)), d["probs"], color=colours)
         ax.set_xticks(range(len(labels)), labels, fontsize=8)
-        ax.set_title(d["label"], fontsize=9)
+        ax.set_title(f"{d['label']}\np({d['answer_token']!r}) = {d['answer_prob']:.3f}", fontsize=9)
         ax.set_ylim(0, 1)
     axes_first = axes[0] if len(dists) > 1 else axes
     axes_first.set_ylabel("p(next token)")
