@@ -15,6 +15,7 @@ Conventions:
 
 from __future__ import annotations
 
+import codecs
 import math
 import warnings
 from collections.abc import Iterator, Sequence
@@ -43,6 +44,7 @@ class GeneratedToken:
     sampled_from: list[TokenChoice] = field(default_factory=list)  # top of the distribution actually sampled from
     rank: int = 0  # of the token in the model's distribution (1 = most likely); 0 on the closing marker
     finish_reason: str | None = None  # set on the last item only: "stop" (end-of-text or a stop string) or "length"
+    piece: str = ""  # the text this token completes, before stop strings hold any back (see tokenizer.token_pieces)
 
 
 @dataclass
@@ -138,10 +140,13 @@ def generate_stream(
     """Sample a continuation token by token, with the KV cache.
 
     temperature 0 is greedy. Yields each token with the text it adds, its
-    log-probability and (top_n > 0) the top candidates it was drawn from.
-    Generation ends at max_new_tokens, at end-of-text, or at a stop string
-    (which is not included in the text). `context`, if given, is the token ids to
-    continue (used as they are, instead of EOT + the encoded prompt).
+    log-probability, its rank and (top_n > 0) the top candidates of the model's
+    distribution and of the distribution it was actually drawn from (after
+    temperature, top-k, top-p). Generation ends at max_new_tokens, at end-of-text,
+    or at a stop string (which is not included in the text); the last item is
+    always a marker with id -1, any held-back text and the finish_reason.
+    `context`, if given, is the token ids to continue (used as they are, instead
+    of EOT + the encoded prompt).
     """
     block = model.cfg.block_size
     device = model.embed_tokens.weight.device
@@ -155,7 +160,7 @@ def generate_stream(
     logits, _ = model(torch.tensor([ids], device=device), cache=cache)
     logits = logits[0, -1].float()
     scanner = _StopScanner(stop)
-    pending = b""  # bytes of an incomplete UTF-8 character
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # holds an incomplete UTF-8 character
     for _ in range(max_new_tokens):
         logprobs = F.log_softmax(logits, -1)
         if temperature == 0:
@@ -167,16 +172,12 @@ def generate_stream(
         top = top_choices(tokenizer, logprobs.exp(), top_n) if top_n else []
         sampled_from = [c for c in top_choices(tokenizer, probs, top_n) if c.prob > 0] if top_n else []
         if token == tokenizer.eot_id and stop_at_eot:
+            scanner.feed(decoder.decode(b"", final=True))
             yield GeneratedToken(-1, scanner.flush(), 0.0, [], finish_reason="stop")
             return
-        pending += tokenizer.decode_bytes([token])
-        text = pending.decode("utf-8", errors="ignore")
-        if text.encode() == pending or len(pending) >= 4:  # complete, or hopeless: release
-            text, pending = pending.decode("utf-8", errors="replace"), b""
-        else:
-            text = ""
+        piece = decoder.decode(tokenizer.decode_bytes([token]))
         rank = int((logprobs > logprobs[token]).sum()) + 1
-        yield GeneratedToken(token, scanner.feed(text), float(logprobs[token]), top, sampled_from, rank)
+        yield GeneratedToken(token, scanner.feed(piece), float(logprobs[token]), top, sampled_from, rank, piece=piece)
         if scanner.stopped:
             yield GeneratedToken(-1, "", 0.0, [], finish_reason="stop")
             return
@@ -188,8 +189,7 @@ def generate_stream(
         else:
             logits, _ = model(torch.tensor([[token]], device=device), cache=cache)
         logits = logits[0, -1].float()
-    if pending:  # an incomplete UTF-8 character at the very end
-        scanner.feed(pending.decode("utf-8", errors="replace"))
+    scanner.feed(decoder.decode(b"", final=True))  # an incomplete UTF-8 character at the very end
     yield GeneratedToken(-1, scanner.flush(), 0.0, [], finish_reason="length")
 
 
@@ -310,8 +310,11 @@ def score_in_detail(model: GPT, tokenizer: Tokenizer, ids: Sequence[int], top_n:
     for pos, lp in _sliding_logprobs(model, seq, 1):
         for j, row in enumerate(lp):
             token = seq[pos + j]
-            rank = int((row > row[token]).sum()) + 1
             top = top_choices(tokenizer, row.exp(), top_n) if top_n else []
+            if token >= row.numel():  # an input-only token (a chat role marker): never predicted
+                out.append(TokenDetail(token, tokenizer.token_str(token), -math.inf, row.numel() + 1, top))
+                continue
+            rank = int((row > row[token]).sum()) + 1
             out.append(TokenDetail(token, tokenizer.token_str(token), float(row[token]), rank, top))
     return out
 

@@ -126,3 +126,13 @@ def test_batched_greedy_matches_one_at_a_time(ckpt):
         alone = [g.id for g in generate_stream(m, t, max_new_tokens=n, temperature=0, context=ctx) if 0 <= g.id != t.eot_id]
         assert ids == alone
         assert len(ids) <= n and t.eot_id not in ids
+
+
+def test_streamed_text_is_the_decoded_tokens(ckpt):
+    """Whatever bytes the model samples (broken UTF-8 included), the pieces join to decode(ids), and so do the raw pieces."""
+    m, t = ckpt.model, ckpt.tokenizer
+    for seed in range(4):
+        toks = list(generate_stream(m, t, "", max_new_tokens=200, temperature=2.0, seed=seed, stop_at_eot=False))
+        ids = [g.id for g in toks if g.id >= 0]
+        assert "".join(g.text for g in toks) == t.decode(ids)
+        assert "".join(g.piece for g in toks if g.id >= 0) + toks[-1].text == t.decode(ids)

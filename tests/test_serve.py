@@ -306,6 +306,17 @@ def test_worker_queue_limit_and_cancellation():
                 time.sleep(0.001)
                 yield i
 
+        gate.clear()
+        blocker = asyncio.ensure_future(worker.run(gate.wait))
+        await asyncio.sleep(0.05)
+        waiting = asyncio.ensure_future(worker.run(lambda: "never"))
+        await asyncio.sleep(0.05)
+        waiting.cancel()  # its client went away before its turn
+        await asyncio.sleep(0.05)
+        assert worker.waiting == 0  # it left the queue: the next request is admitted
+        gate.set()
+        await blocker
+
         stream = worker.stream(forever)
         got = [await stream.__anext__() for _ in range(3)]
         await stream.aclose()  # the client went away

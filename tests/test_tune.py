@@ -265,6 +265,8 @@ def test_chat_completions_api(arith_checkpoint, sft_checkpoint):
                                                      top_logprobs=3)
             chunks = [c async for c in await client.chat.completions.create(model=name, messages=messages, temperature=0,
                                                                             max_tokens=16, stream=True)]
+            marked = await client.completions.create(model=name, prompt=[prompt[1:]], max_tokens=0, echo=True, logprobs=1)
+            assert marked.choices[0].logprobs.token_logprobs[0] == -9999.0  # <|user|> is read, never predicted
             with pytest.raises(openai.BadRequestError, match="role 'system'"):
                 await client.chat.completions.create(model=name, messages=[{"role": "system", "content": "be nice"}, *messages])
             with pytest.raises(openai.BadRequestError, match="last message must be the user's"):
@@ -275,6 +277,7 @@ def test_chat_completions_api(arith_checkpoint, sft_checkpoint):
     r, chunks = asyncio.run(run(tuned, "sft"))
     assert r.choices[0].message.role == "assistant" and r.choices[0].message.content == greedy
     assert len(r.choices[0].logprobs.content) == r.usage.completion_tokens
+    assert all(bytes(e.bytes).decode() == e.token for e in r.choices[0].logprobs.content)
     assert r.usage.prompt_tokens == len(prompt) - 1  # the leading end-of-text is not the client's
     assert chunks[0].choices[0].delta.role == "assistant"
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == greedy

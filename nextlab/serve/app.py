@@ -12,9 +12,10 @@ Routes:
 
 All model work runs on one worker thread, first come first served: requests
 are accepted concurrently, but the model is never run by two threads at once
-(PyTorch already uses every core for one forward pass). A request that is
-still waiting when its client disconnects is skipped; a stream stops at the
-next token. The server loads the checkpoint it was started with and nothing else.
+(PyTorch already uses every core for one forward pass). A stream whose client
+disconnects is skipped if still waiting, and stops at the next token otherwise;
+an error after a stream has begun is sent as an error event. The server loads
+the checkpoint it was started with and nothing else.
 """
 
 from __future__ import annotations
@@ -85,7 +86,10 @@ class ModelWorker:
             self._started()
             return fn()
 
-        return await asyncio.wrap_future(self.executor.submit(job))
+        future = self.executor.submit(job)
+        # a request cancelled before its turn never runs: it must still leave the queue
+        future.add_done_callback(lambda f: f.cancelled() and self._started())
+        return await asyncio.wrap_future(future)
 
     def stream(self, make: Callable[[Callable[[], bool]], Iterator]) -> AsyncIterator:
         """Items of make(cancelled) as they come, produced on the model thread (admission is checked now)."""
@@ -267,10 +271,16 @@ def create_app(ckpt: Checkpoint, name: str, limits: Limits | None = None) -> Fas
 
         async def events():
             started, n_tokens = set(), 0
-            async for piece in items:
-                n_tokens += piece.n_tokens
-                yield _sse(chunk(plan, piece, name, first=piece.index not in started))
-                started.add(piece.index)
+            try:
+                async for piece in items:
+                    n_tokens += piece.n_tokens
+                    yield _sse(chunk(plan, piece, name, first=piece.index not in started))
+                    started.add(piece.index)
+            except Exception as e:  # the response has begun: the error goes into the stream
+                log.exception("error while streaming %s", plan.id)
+                yield _sse(APIError(500, f"internal server error while streaming: {type(e).__name__}", type="server_error").body())
+                yield b"data: [DONE]\n\n"
+                return
             if plan.include_usage:
                 yield _sse({"id": plan.id, "object": chunk_object, "created": plan.created, "model": name, "choices": [],
                             "usage": usage_json(plan, n_tokens)})
@@ -315,9 +325,14 @@ def create_app(ckpt: Checkpoint, name: str, limits: Limits | None = None) -> Fas
 
     @app.post("/api/continue")
     async def continue_text(req: ContinueRequest):
-        plan = plan_completion(CompletionRequest(model=name, prompt=req.text, max_tokens=req.max_tokens, temperature=req.temperature,
-                                                 top_k=req.top_k, top_p=req.top_p, seed=req.seed, logprobs=req.top),
-                               tokenizer, block, limits)
+        try:
+            plan = plan_completion(CompletionRequest(model=name, prompt=req.text, max_tokens=req.max_tokens, temperature=req.temperature,
+                                                     top_k=req.top_k, top_p=req.top_p, seed=req.seed, logprobs=req.top),
+                                   tokenizer, block, limits)
+        except APIError as e:  # the page's names for the same parameters
+            e.param = {"prompt": "text", "logprobs": "top"}.get(e.param, e.param)
+            e.message = e.message.replace("logprobs must", "top must").replace("prompt is", "text is")
+            raise
         if plan.max_tokens == 0:
             raise APIError(400, "max_tokens must be at least 1", "max_tokens")
 

@@ -81,18 +81,20 @@ def plan_chat(req: ChatRequest, tokenizer: Tokenizer, block_size: int, limits: L
     return plan
 
 
-def _entry(token: str, logprob: float) -> dict:
-    return {"token": token, "logprob": json_float(logprob), "bytes": list(token.encode("utf-8", "surrogatepass"))}
+def _entry(token: str, logprob: float, raw: bytes) -> dict:
+    return {"token": token, "logprob": json_float(logprob), "bytes": list(raw)}
 
 
 def _logprobs(piece: Piece) -> list[dict]:
-    return [{**_entry(t, lp), "top_logprobs": [_entry(k, v) for k, v in top.items()]}
-            for t, lp, top in zip(piece.tokens, piece.token_logprobs, piece.top_logprobs)]
+    return [{**_entry(t, lp, raw), "top_logprobs": [_entry(k, v, top_raw[k]) for k, v in top.items()]}
+            for t, lp, raw, top, top_raw in zip(piece.tokens, piece.token_logprobs, piece.token_bytes, piece.top_logprobs,
+                                                piece.top_bytes)]
 
 
 def chat_json(plan: Plan, pieces: list[Piece], model_name: str) -> dict:
     """The whole (non-streamed) chat response."""
     choices: dict[int, dict] = {}
+    offsets: dict[int, list[int]] = {}
     completion_tokens = 0
     for piece in pieces:
         c = choices.setdefault(piece.index, {"index": piece.index, "message": {"role": "assistant", "content": ""},
@@ -100,9 +102,14 @@ def chat_json(plan: Plan, pieces: list[Piece], model_name: str) -> dict:
         c["message"]["content"] += piece.text
         if c["logprobs"] is not None:
             c["logprobs"]["content"] += _logprobs(piece)
+            offsets.setdefault(piece.index, []).extend(piece.text_offset)
         if piece.finish_reason:
             c["finish_reason"] = piece.finish_reason
         completion_tokens += piece.n_tokens
+    for i, c in choices.items():  # a stop string's own tokens are cut with its text
+        if c["logprobs"] is not None and c["finish_reason"] == "stop":
+            keep = sum(1 for o in offsets.get(i, []) if o < len(c["message"]["content"]))
+            c["logprobs"]["content"] = c["logprobs"]["content"][:keep]
     return {"id": plan.id, "object": "chat.completion", "created": plan.created, "model": model_name,
             "choices": [choices[i] for i in sorted(choices)], "usage": usage_json(plan, completion_tokens)}
 

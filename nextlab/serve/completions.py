@@ -189,13 +189,18 @@ class Piece:
     text_offset: list[int] = field(default_factory=list)
     finish_reason: str | None = None
     n_tokens: int = 0  # completion tokens this piece accounts for
+    token_bytes: list[bytes] = field(default_factory=list)  # each token's own bytes (chat logprobs report them)
+    top_bytes: list[dict[str, bytes]] = field(default_factory=list)
 
 
-def _top_dict(choices: list[TokenChoice]) -> dict[str, float]:
-    out: dict[str, float] = {}
+def _top(tokenizer: Tokenizer, choices: list[TokenChoice]) -> tuple[dict[str, float], dict[str, bytes]]:
+    logprobs: dict[str, float] = {}
+    raw: dict[str, bytes] = {}
     for c in choices:  # two ids can print the same (partial bytes): keep the likelier
-        out.setdefault(c.text, math.log(c.prob) if c.prob > 0 else -math.inf)
-    return out
+        if c.text not in logprobs:
+            logprobs[c.text] = math.log(c.prob) if c.prob > 0 else -math.inf
+            raw[c.text] = tokenizer.decode_bytes([c.id])
+    return logprobs, raw
 
 
 def run_choice(model: GPT, tokenizer: Tokenizer, plan: Plan, ids: list[int], index: int, seed: int | None,
@@ -210,7 +215,9 @@ def run_choice(model: GPT, tokenizer: Tokenizer, plan: Plan, ids: list[int], ind
             details = score_in_detail(model, tokenizer, ids, top_n=plan.logprobs or 0)
             piece.tokens = [d.text for d in details]
             piece.token_logprobs = [d.logprob for d in details]
-            piece.top_logprobs = [_top_dict(d.top) for d in details]
+            piece.token_bytes = [tokenizer.decode_bytes([d.id]) for d in details]
+            tops = [_top(tokenizer, d.top) for d in details]
+            piece.top_logprobs, piece.top_bytes = [t for t, _ in tops], [b for _, b in tops]
             starts = list(itertools.accumulate((len(t) for t in token_pieces(tokenizer, ids)), initial=0))
             piece.text_offset = starts[:-1]
         offset = len(text)
@@ -225,7 +232,7 @@ def run_choice(model: GPT, tokenizer: Tokenizer, plan: Plan, ids: list[int], ind
         if cancelled():
             return
         yield _piece(g, tokenizer, index, offset, want)
-        offset += len(g.text)
+        offset += len(g.piece)  # where the next token's own text starts (stop strings may hold text back)
 
 
 def _piece(g: GeneratedToken, tokenizer: Tokenizer, index: int, offset: int, want_logprobs: bool) -> Piece:
@@ -234,7 +241,9 @@ def _piece(g: GeneratedToken, tokenizer: Tokenizer, index: int, offset: int, wan
     piece = Piece(index, g.text, n_tokens=1)
     if want_logprobs:
         piece.tokens, piece.token_logprobs = [tokenizer.token_str(g.id)], [g.logprob]
-        piece.top_logprobs = [_top_dict(g.top)]
+        piece.token_bytes = [tokenizer.decode_bytes([g.id])]
+        top, raw = _top(tokenizer, g.top)
+        piece.top_logprobs, piece.top_bytes = [top], [raw]
         piece.text_offset = [offset]
     return piece
 

@@ -49,12 +49,13 @@ def request_context(tokenizer, example: Example, style: str) -> list[int]:
 def answer_metrics(model, tokenizer, examples: list[Example], style: str, max_new_tokens: int = 32) -> dict:
     """The four answer-position metrics over `examples`, overall and per task, with a few replies to look at."""
     contexts = [request_context(tokenizer, e, style) for e in examples]
-    replies = greedy_continuations(model, tokenizer, contexts, [max_new_tokens] * len(examples))
+    # one token more than allowed: a reply of exactly max_new_tokens that then ends is still a stop
+    replies = greedy_continuations(model, tokenizer, contexts, [max_new_tokens + 1] * len(examples))
     lps = last_logprobs(model, contexts)
     per_item = []
     for e, out, lp in zip(examples, replies, lps):
-        stopped = len(out) < max_new_tokens  # greedy_continuations stops before end-of-text
-        reply = tokenizer.decode(out)
+        stopped = len(out) <= max_new_tokens  # greedy_continuations stops before end-of-text
+        reply = tokenizer.decode(out[:max_new_tokens])
         first = tokenizer.encode(e.answer)[0]
         entropy = float(-(lp.exp() * lp).nansum()) / math.log(2)
         per_item.append({"task": e.task, "exact": float(stopped and reply == e.answer),

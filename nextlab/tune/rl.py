@@ -7,7 +7,8 @@ takes a few training requests, samples several replies to each from the current
 model, scores each reply 1 if it is exactly the world's answer followed by end of
 turn, else 0, and uses reward minus the group's mean reward as the advantage of
 every token of that reply. The loss is -advantage x log p(token), summed over the
-batch and divided by the number of sampled tokens (token-level normalization). With
+batch and divided by the number of sampled tokens (token-level normalization), with
+p the distribution the replies were sampled from (at the sampling temperature). With
 one gradient step per batch of fresh samples the policy ratio of PPO/GRPO is exactly
 1, so there is nothing to clip. `--kl` adds beta x KL(policy || starting model) per
 token (the k3 estimator, as GRPO), keeping the distribution near where it started.
@@ -62,8 +63,11 @@ class RLConfig:
         return self
 
 
-def sequence_logprobs(model, sequences: list[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """log p of every reply token given its prompt, (B, T) right-padded, and the mask of real reply tokens."""
+def sequence_logprobs(model, sequences: list[tuple[list[int], list[int]]], temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p of every reply token given its prompt, (B, T) right-padded, and the mask of real reply tokens.
+
+    Under the distribution the replies were sampled from: softmax(logits / temperature).
+    """
     length = max(len(p) + len(r) for p, r in sequences) - 1
     x = torch.zeros((len(sequences), length), dtype=torch.long)
     y = torch.zeros((len(sequences), length), dtype=torch.long)
@@ -74,7 +78,7 @@ def sequence_logprobs(model, sequences: list[tuple[list[int], list[int]]]) -> tu
         y[row, len(p) - 1 : len(seq) - 1] = torch.tensor(r)  # elsewhere 0: prompts hold input-only role markers
         mask[row, len(p) - 1 : len(seq) - 1] = True
     logits, _ = model(x)
-    lp = F.log_softmax(logits.float(), -1).gather(-1, y[..., None])[..., 0]
+    lp = F.log_softmax(logits.float() / temperature, -1).gather(-1, y[..., None])[..., 0]
     return lp, mask
 
 
@@ -115,13 +119,13 @@ def rl(checkpoint: str | Path, out: str | Path, cfg: RLConfig | None = None, log
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0)
     rng = random.Random(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
+    model.eval()  # sampling and the gradient see the same function (no dropout); gradients still flow
     block = model.cfg.block_size
     log(f"rl: {cfg.steps} steps, {cfg.prompts_per_step} requests x {cfg.samples_per_prompt} samples, lr {cfg.lr}, kl {cfg.kl}")
     t0 = time.perf_counter()
     history = []
     for step in range(cfg.steps):
         batch, rewards = [], []
-        model.eval()
         for ex in rng.sample(examples, cfg.prompts_per_step):
             prompt = chat_prompt_ids(tokenizer, [{"role": "user", "content": ex.request}])
             room = min(cfg.max_new_tokens, block - len(prompt))
@@ -132,16 +136,16 @@ def rl(checkpoint: str | Path, out: str | Path, cfg: RLConfig | None = None, log
                         bool(rep) and rep[-1] == tokenizer.eot_id) for rep in replies]
             rewards += r
             mean = sum(r) / len(r)
-            batch += [(prompt, rep, ri - mean) for rep, ri in zip(replies, r) if ri != mean and rep]
-        model.train()
+            # replies no better or worse than their group carry no policy gradient, only (with --kl) the KL term
+            batch += [(prompt, rep, ri - mean) for rep, ri in zip(replies, r) if rep and (ri != mean or cfg.kl)]
         kl_value = 0.0
         if batch:
             sequences = [(p, rep) for p, rep, _ in batch]
-            lp, mask = sequence_logprobs(model, sequences)
+            lp, mask = sequence_logprobs(model, sequences, cfg.temperature)
             ref_lp = None
             if reference is not None:
                 with torch.no_grad():
-                    ref_lp, _ = sequence_logprobs(reference, sequences)
+                    ref_lp, _ = sequence_logprobs(reference, sequences, cfg.temperature)
             loss, kl_term = policy_loss(lp, mask, torch.tensor([a for _, _, a in batch]), ref_lp, cfg.kl)
             kl_value = float(kl_term)
             opt.zero_grad(set_to_none=True)
@@ -155,7 +159,6 @@ def rl(checkpoint: str | Path, out: str | Path, cfg: RLConfig | None = None, log
             log(f"  step {step + 1:>4}/{cfg.steps}  reward {sum(h['reward'] for h in recent) / len(recent):.3f}"
                 f"{f'  kl {kl_value:.4f}' if cfg.kl else ''}  ({(time.perf_counter() - t0) / (step + 1):.2f} s/step)")
     seconds = time.perf_counter() - t0
-    model.eval()
     entry = {"method": "rl", "from": str(ckpt.path), "steps": cfg.steps, "data": "built-in: " + ", ".join(tasks),
              "config": asdict(cfg), "reward_first": history[0]["reward"], "reward_last": history[-1]["reward"],
              "history": history, "seconds": seconds, "seconds_per_step": seconds / cfg.steps}
