@@ -47,6 +47,26 @@ DOC_SPLIT_MIN_DOCS = 20
 _STDLIB_SKIP = {"site-packages", "dist-packages", "test", "tests", "idlelib", "lib2to3", "turtledemo", "__pycache__"}
 
 
+def read_jsonl(path: str | Path, what: str = "file") -> list[tuple[str, object]]:
+    """Each non-blank line of a JSONL file as (where, object), `where` being "path:line" for error messages."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise NextlabError(f"{path}: {what} not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise NextlabError(f"{path}: cannot read ({e.__class__.__name__})") from None
+    out = []
+    for number, line in enumerate(lines, 1):
+        if line.strip():
+            where = f"{path}:{number}"
+            try:
+                out.append((where, json.loads(line)))
+            except json.JSONDecodeError as e:
+                raise NextlabError(f"{where}: not valid JSON ({e.msg})") from None
+    return out
+
+
 def cache_root() -> Path:
     return Path(os.environ.get("NEXTLAB_CACHE", Path.home() / ".cache" / "nextlab"))
 

@@ -22,13 +22,13 @@ their `separator` string.
 
 from __future__ import annotations
 
-import json
 import random
 import string
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nextlab.data import read_jsonl
 from nextlab.errors import NextlabError
 from nextlab.worlds.registry import WorldSpecError, make_world, parse_spec
 
@@ -177,21 +177,7 @@ def load_jsonl_task(path: str | Path) -> Task:
     when the file has more than 2 * SHOT_POOL items, otherwise shots come from the other items.
     """
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise NextlabError(f"{path}: task file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise NextlabError(f"{path}: cannot read ({e.__class__.__name__})") from None
-    items = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise NextlabError(f"{path}:{number}: not valid JSON ({e.msg})") from None
-        items.append(_item_from_json(obj, f"{path}:{number}"))
+    items = [_item_from_json(obj, where) for where, obj in read_jsonl(path, "task file")]
     if not items:
         raise NextlabError(f"{path}: the task file has no items")
     shots = items[:SHOT_POOL] if len(items) > 2 * SHOT_POOL else []

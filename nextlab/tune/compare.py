@@ -63,8 +63,10 @@ def answer_metrics(model, tokenizer, examples: list[Example], style: str, max_ne
                          "entropy_bits": entropy, "reply": reply, "answer": e.answer,
                          "request": e.request})
     result = {m: sum(r[m] for r in per_item) / len(per_item) for m in METRICS}
-    result["per_task"] = {t: {m: sum(r[m] for r in rows) / len(rows) for m in METRICS}
-                          for t in sorted({r["task"] for r in per_item}) for rows in [[r for r in per_item if r["task"] == t]]}
+    result["per_task"] = {}
+    for task in sorted({r["task"] for r in per_item}):
+        rows = [r for r in per_item if r["task"] == task]
+        result["per_task"][task] = {m: sum(r[m] for r in rows) / len(rows) for m in METRICS}
     result["samples"] = per_item[:6]
     result["n"] = len(per_item)
     return result

@@ -20,12 +20,12 @@ A JSONL file has one conversation per line: {"messages": [{"role": "user", "cont
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from nextlab.data import read_jsonl
 from nextlab.errors import NextlabError
 from nextlab.evals.tasks import get_task
 from nextlab.tokenizer import check_messages
@@ -125,26 +125,13 @@ def conversation(example: Example) -> list[dict]:
 
 def load_conversations(path: str | Path) -> list[list[dict]]:
     """Conversations from a JSONL file, each checked (the line number names any fault)."""
-    path = Path(path)
-    try:
-        lines = path.read_text().splitlines()
-    except FileNotFoundError:
-        raise NextlabError(f"{path}: no such file") from None
-    except UnicodeDecodeError as e:
-        raise NextlabError(f"{path}: not UTF-8 text ({e})") from None
     out = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise NextlabError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+    for where, obj in read_jsonl(path, "conversations file"):
         if not isinstance(obj, dict) or "messages" not in obj:
-            raise NextlabError(f"{path}:{n}: each line must be an object with \"messages\"")
-        messages = check_messages(obj["messages"], f"{path}:{n}")
+            raise NextlabError(f"{where}: each line must be an object with \"messages\"")
+        messages = check_messages(obj["messages"], where)
         if messages[-1]["role"] != "assistant":
-            raise NextlabError(f"{path}:{n}: the last message must be the assistant's (it is what tuning learns)")
+            raise NextlabError(f"{where}: the last message must be the assistant's (it is what tuning learns)")
         out.append(messages)
     if not out:
         raise NextlabError(f"{path}: no conversations")
