@@ -142,8 +142,6 @@ def plan_completion(req: CompletionRequest, tokenizer: Tokenizer, block_size: in
     stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
     if len(stop) > limits.max_stop:
         raise _bad(f"at most {limits.max_stop} stop sequences, got {len(stop)}", "stop")
-    if n > 1 and req.stream and echo:
-        raise _bad("echo with n > 1 cannot be streamed", "echo")
     prompts = prompt_token_lists(req.prompt, tokenizer)
     if len(prompts) > limits.max_prompts:
         raise _bad(f"at most {limits.max_prompts} prompts per request, got {len(prompts)}", "prompt")
