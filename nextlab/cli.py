@@ -339,7 +339,8 @@ def cmd_tune_sft(args) -> None:
     from nextlab.tune import SFTConfig, sft
 
     cfg = SFTConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, tasks=_task_list(args.tasks),
-                    examples_per_task=args.examples_per_task, seed=args.seed, threads=args.threads or 0)
+                    examples_per_task=args.examples_per_task, pretrain_mix=args.pretrain_mix, seed=args.seed,
+                    threads=args.threads or 0)
     sft(args.checkpoint, args.out, cfg, data=args.data)
 
 
@@ -546,6 +547,8 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("--batch-size", type=int, default=32)
     ts.add_argument("--lr", type=float, default=3e-4)
     ts.add_argument("--examples-per-task", type=int, default=2000)
+    ts.add_argument("--pretrain-mix", type=float, default=0.3,
+                    help="weight of ordinary next-token loss on the model's own training text (lowers the alignment tax)")
     ts.add_argument("--seed", type=int, default=0)
     ts.add_argument("--threads", type=int)
     ts.set_defaults(func=cmd_tune_sft)

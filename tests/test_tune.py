@@ -38,7 +38,8 @@ def arith_checkpoint(corpus_file, tmp_path_factory):
 @pytest.fixture(scope="module")
 def sft_checkpoint(arith_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("sft") / "sft"
-    sft(arith_checkpoint, out, SFTConfig(steps=150, batch_size=32, lr=1e-3, examples_per_task=300, threads=1), log=lambda *a: None)
+    sft(arith_checkpoint, out, SFTConfig(steps=150, batch_size=32, lr=1e-3, examples_per_task=300, threads=1, pretrain_mix=0.0),
+        log=lambda *a: None)
     return out
 
 
@@ -199,6 +200,19 @@ def test_policy_loss_direction_and_kl():
     total, kl = policy_loss(lp2, mask, torch.zeros(2), ref_lp=ref, kl=1.0)
     total.backward()
     assert kl > 0 and (lp2.grad[mask] > 0).all()  # minimizing pushes log p back down towards the reference
+
+
+def test_mixing_pretraining_text_lowers_the_tax(arith_checkpoint, sft_checkpoint, tmp_path):
+    from nextlab.tune.compare import ordinary_text
+
+    mixed = sft(arith_checkpoint, tmp_path / "mixed", SFTConfig(steps=150, batch_size=32, lr=1e-3, examples_per_task=300, threads=1,
+                                                                 pretrain_mix=0.5), log=lambda *a: None)
+    base = load_checkpoint(arith_checkpoint)
+    out = ordinary_text(base, {"plain": load_checkpoint(sft_checkpoint), "mixed": load_checkpoint(mixed)}, n_windows=16)
+    assert out["mixed"]["kl_from_base"] < out["plain"]["kl_from_base"]
+    assert out["mixed"]["val_loss"] < out["plain"]["val_loss"]
+    with pytest.raises(NextlabError, match="pretrain_mix"):
+        SFTConfig(pretrain_mix=1.0).check()
 
 
 def test_compare_reports_every_measure(arith_checkpoint, sft_checkpoint):

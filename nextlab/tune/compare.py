@@ -26,13 +26,12 @@ import torch
 import torch.nn.functional as F
 
 from nextlab.checkpoint import Checkpoint, load_checkpoint
-from nextlab.config import config_from_dict
-from nextlab.data import even_offsets, prepare_corpus, windows
+from nextlab.data import even_offsets, windows
 from nextlab.errors import NextlabError
 from nextlab.sample import greedy_continuations, last_logprobs
 from nextlab.tokenizer import chat_prompt_ids, is_chat
 from nextlab.tune.data import Example, well_formed, world_examples
-from nextlab.tune.sft import checkpoint_worlds, default_tasks
+from nextlab.tune.sft import checkpoint_worlds, default_tasks, pretraining_text
 
 METRICS = ("exact", "format", "p_answer", "entropy_bits")
 
@@ -75,11 +74,7 @@ def answer_metrics(model, tokenizer, examples: list[Example], style: str, max_ne
 @torch.inference_mode()
 def ordinary_text(base: Checkpoint, models: dict[str, Checkpoint], n_windows: int = 32) -> dict[str, dict]:
     """Validation loss of each model and its KL from the base, on the base's own validation windows."""
-    run = base.config.get("run")
-    if not run:
-        raise NextlabError(f"{base.path}: no run config recorded, so its validation text is unknown")
-    tokenizer = base.tokenizer.base if is_chat(base.tokenizer) else base.tokenizer
-    corpus = prepare_corpus(config_from_dict(run).data, tokenizer, log=lambda *a, **k: None)
+    corpus = pretraining_text(base)
     block = base.model.cfg.block_size
     offsets = even_offsets(corpus.val, n_windows, min(block, len(corpus.val) - 2))
     x, y = windows(corpus.val, offsets, min(block, len(corpus.val) - 2))

