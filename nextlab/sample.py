@@ -163,14 +163,17 @@ def generate_stream(
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # holds an incomplete UTF-8 character
     for _ in range(max_new_tokens):
         logprobs = F.log_softmax(logits, -1)
+        probs = None  # greedy: the distribution sampled from is the argmax alone
         if temperature == 0:
             token = int(logits.argmax())
-            probs = F.one_hot(torch.tensor(token), logits.numel()).float()
         else:
             probs = F.softmax(filter_logits(logits, temperature, top_k, top_p), -1)
             token = int(torch.multinomial(probs, 1, generator=gen))
-        top = top_choices(tokenizer, logprobs.exp(), top_n) if top_n else []
-        sampled_from = [c for c in top_choices(tokenizer, probs, top_n) if c.prob > 0] if top_n else []
+        top, sampled_from = [], []
+        if top_n:
+            top = top_choices(tokenizer, logprobs.exp(), top_n)
+            sampled_from = ([TokenChoice(token, tokenizer.token_str(token), 1.0)] if probs is None
+                            else [c for c in top_choices(tokenizer, probs, top_n) if c.prob > 0])
         if token == tokenizer.eot_id and stop_at_eot:
             scanner.feed(decoder.decode(b"", final=True))
             yield GeneratedToken(-1, scanner.flush(), 0.0, [], finish_reason="stop")
