@@ -1,7 +1,7 @@
 """Worlds: text whose generator is known exactly, so the best possible loss is a number.
 
 Each world lives in its own module (arithmetic, programs, translation, facts,
-arguments, hmm); `base` holds the interface and the floor, `registry` builds
+arguments, hmm, markov for markov_icl, recall); `base` holds the interface and the floor, `registry` builds
 worlds and mixtures by name.
 """
 

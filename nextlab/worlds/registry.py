@@ -19,6 +19,8 @@ WORLDS = {
     "programs": ("nextlab.worlds.programs", "Programs"),
     "translation": ("nextlab.worlds.translation", "Translation"),
     "facts": ("nextlab.worlds.facts", "Facts"),
+    "markov_icl": ("nextlab.worlds.markov", "MarkovICL"),
+    "recall": ("nextlab.worlds.recall", "Recall"),
 }
 
 

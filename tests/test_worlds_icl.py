@@ -1,0 +1,156 @@
+"""The in-context worlds (markov_icl, recall): exact probabilities checked against closed forms and samples."""
+
+import itertools
+import math
+import random
+from collections import Counter
+
+import pytest
+from stats import chi2_critical, chi_square
+
+from nextlab.worlds import make_world
+from nextlab.worlds.base import NEG_INF
+from nextlab.worlds.markov import MarkovICL
+from nextlab.worlds.recall import Recall
+
+TINY_MARKOV = [dict(n_symbols=2, length=5), dict(n_symbols=3, length=4, alpha=0.5),
+               dict(n_symbols=2, length=5, order=2, alpha=2.0), dict(n_symbols=3, length=3, alphabet="xyz")]
+TINY_RECALL = [dict(n_keys=2, n_pairs=3), dict(n_keys=3, n_pairs=4)]
+
+
+def markov_support(w):
+    return ["".join(t) for t in itertools.product(w.alphabet, repeat=w.length)]
+
+
+def recall_support(w):
+    pairs = [f"{k} -> {v}\n" for k in w.keys for v in w.values]
+    return ["".join(t) for t in itertools.product(pairs, repeat=w.n_pairs)]
+
+
+def log_multivariate_beta(a):
+    return sum(math.lgamma(x) for x in a) - math.lgamma(sum(a))
+
+
+def closed_form_markov(w, text):
+    """log P(text) = -order log k + sum over contexts of log B(n_c + alpha) - log B(alpha): P integrated out by hand."""
+    counts = {c: [0] * w.n_symbols for c in w.contexts}
+    for t in range(w.order, len(text)):
+        counts[text[t - w.order : t]][w.alphabet.index(text[t])] += 1
+    prior = [w.alpha] * w.n_symbols
+    return -w.order * math.log(w.n_symbols) + sum(
+        log_multivariate_beta([n + w.alpha for n in row]) - log_multivariate_beta(prior) for row in counts.values())
+
+
+@pytest.mark.parametrize("kw", TINY_MARKOV)
+def test_markov_support_sums_to_one_and_matches_the_closed_form(kw):
+    w = MarkovICL(**kw)
+    texts = markov_support(w)
+    assert math.fsum(math.exp(w.log_prob(t)) for t in texts) == pytest.approx(1, abs=1e-12)
+    for t in texts[:: max(1, len(texts) // 20)]:
+        assert w.log_prob(t) == pytest.approx(closed_form_markov(w, t), abs=1e-10)
+
+
+@pytest.mark.parametrize("kw", TINY_RECALL)
+def test_recall_support_sums_to_one(kw):
+    w = Recall(**kw)
+    assert math.fsum(math.exp(w.log_prob(t)) for t in recall_support(w)) == pytest.approx(1, abs=1e-12)
+
+
+@pytest.mark.parametrize("world,support", [(MarkovICL(n_symbols=2, length=5), markov_support),
+                                           (MarkovICL(n_symbols=2, length=4, order=2, alpha=0.5), markov_support),
+                                           (Recall(n_keys=3, n_pairs=3), recall_support)])
+def test_samples_match_log_prob(world, support):
+    n = 20_000
+    rng = random.Random(7)
+    counts = Counter(world.sample(rng).text for _ in range(n))
+    probs = {t: math.exp(world.log_prob(t)) for t in support(world)}
+    stat, df = chi_square(counts, probs, n)
+    assert stat < chi2_critical(df)
+
+
+def test_chi_square_sees_a_wrong_alpha():
+    """The sampling test has power: samples with alpha = 1 do not fit the probabilities of alpha = 0.3."""
+    n = 20_000
+    rng = random.Random(7)
+    counts = Counter(MarkovICL(n_symbols=2, length=5).sample(rng).text for _ in range(n))
+    wrong = MarkovICL(n_symbols=2, length=5, alpha=0.3)
+    stat, df = chi_square(counts, {t: math.exp(wrong.log_prob(t)) for t in markov_support(wrong)}, n)
+    assert stat > chi2_critical(df)
+
+
+def test_markov_latents_are_the_generator_and_the_counts():
+    w = MarkovICL(n_symbols=3, length=64)
+    doc = w.sample(random.Random(3))
+    assert set(doc.latents["transition"]) == set(w.alphabet)
+    assert all(sum(row) == pytest.approx(1) for row in doc.latents["transition"].values())
+    counts = doc.latents["counts"]
+    assert len(counts) == 63
+    for t in range(1, 64):  # the counts at t are what followed text[t-1] before t
+        following = [doc.text[s] for s in range(1, t) if doc.text[s - 1] == doc.text[t - 1]]
+        assert counts[t - 1] == [following.count(c) for c in w.alphabet]
+
+
+def test_markov_reference_predictors_are_ordered_on_samples():
+    w = MarkovICL()
+    rng = random.Random(0)
+    totals = Counter()
+    for _ in range(200):
+        text = w.sample(rng).text
+        for name, lps in w.reference_log_probs(text).items():
+            assert len(lps) == len(text)
+            totals[name] -= sum(lps)
+        assert sum(w.reference_log_probs(text)["bayes"]) == pytest.approx(w.log_prob(text))
+    assert totals["uniform"] == pytest.approx(200 * 128 * math.log(3))
+    assert totals["bayes"] < totals["unigram"] < totals["uniform"]
+
+
+def test_markov_order_two_uses_two_symbols_of_context():
+    w = MarkovICL(n_symbols=2, length=40, order=2, alpha=0.05)
+    doc = w.sample(random.Random(1))
+    assert set(doc.latents["transition"]) == {"aa", "ab", "ba", "bb"}
+    assert w.log_prob(doc.text) > NEG_INF
+
+
+def test_recall_latents_and_certain_repeats():
+    w = Recall()
+    doc = w.sample(random.Random(5))
+    lines = doc.text.splitlines()
+    assert len(lines) == 16 and sorted(doc.latents["mapping"].values()) == list("01234567")
+    for i, line in enumerate(lines):
+        key, value = line.split(" -> ")
+        assert doc.latents["mapping"][key] == value == doc.text[doc.latents["value_offsets"][i]]
+        assert doc.latents["repeats"][i] == (key in [seen.split(" -> ")[0] for seen in lines[:i]])
+    # a repeated key's value costs nothing: the document's log-probability has one value term per distinct key
+    distinct = len(set(line[0] for line in lines))
+    expected = -16 * math.log(8) - sum(math.log(8 - i) for i in range(distinct))
+    assert w.log_prob(doc.text) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("text", ["", "abc", "a" * 127, "abcd" * 32, "ab\nc" * 32, None, 3])
+def test_markov_out_of_world_is_impossible(text):
+    assert MarkovICL().log_prob(text) == NEG_INF
+
+
+@pytest.mark.parametrize("text", ["", "a -> 1\n", "a -> 1\na -> 2\n", "a -> 1\nb -> 1\n", "a -> 9\nb -> 1\n",
+                                  "i -> 1\nb -> 2\n", "a -> 1\nb -> 2", "a ->  1\nb -> 2\n", "a -> 1\r\nb -> 2\n", None])
+def test_recall_out_of_world_is_impossible(text):
+    assert Recall(n_pairs=2).log_prob(text) == NEG_INF
+
+
+@pytest.mark.parametrize("name,kw", [("markov_icl", dict(n_symbols=1)), ("markov_icl", dict(n_symbols=27)),
+                                     ("markov_icl", dict(order=3)), ("markov_icl", dict(alpha=0)),
+                                     ("markov_icl", dict(length=1)), ("markov_icl", dict(alphabet="aab")),
+                                     ("markov_icl", dict(alphabet="ab")), ("recall", dict(n_keys=11)),
+                                     ("recall", dict(n_keys=1)), ("recall", dict(n_pairs=0))])
+def test_bad_knobs_name_the_knob(name, kw):
+    from nextlab.worlds.registry import WorldSpecError
+
+    with pytest.raises(WorldSpecError, match=next(iter(kw))):
+        make_world(name, **kw)
+
+
+def test_same_seed_same_documents():
+    for name in ("markov_icl", "recall"):
+        w = make_world(name)
+        a = [w.sample(random.Random(9)).text for _ in range(3)]
+        assert a == [w.sample(random.Random(9)).text for _ in range(3)]
