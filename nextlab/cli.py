@@ -306,22 +306,43 @@ def cmd_probe(args) -> None:
 
 
 def cmd_heads(args) -> None:
-    from nextlab.probe.heads import best_head, checkpoint_induction_scores, heads_over_training
+    from rich.console import Console
+    from rich.table import Table
 
+    from nextlab.probe import heads
+
+    labels = {"classic": "classic", "statistical": "statistical", "previous_token": "prev token"}
     ckpt = _load(args.checkpoint)
-    scores = checkpoint_induction_scores(ckpt, seed=args.seed)
-    print(f"{ckpt.path}: induction score per head (mean attention to the token after the previous occurrence; "
-          f"uniform attention would give ~{2 / ckpt.model.cfg.block_size:.3f})")
-    print("layer  " + "".join(f"head {h:<4}" for h in range(scores.shape[1])))
-    for i, row in enumerate(scores):
-        print(f"{i:<7}" + "".join(f"{v:<9.3f}" for v in row))
-    layer, head, score = best_head(scores)
-    print(f"best: layer {layer} head {head}: {score:.3f}")
+    windows = heads.validation_windows(ckpt.config, ckpt.tokenizer, ckpt.model.cfg.block_size)
+    scores = heads.checkpoint_head_scores(ckpt, seed=args.seed, windows=windows)
+    print(f"{ckpt.path}: share of each head's attention where an induction or previous-token head looks")
+    table = Table()
+    for col in ("layer", "head", *(labels[n] for n in heads.SCORE_NAMES)):
+        table.add_column(col, justify="right")
+    best = {n: scores.best(n)[:2] for n in heads.SCORE_NAMES}
+    for layer in range(scores.classic.shape[0]):
+        for head in range(scores.classic.shape[1]):
+            cells = [f"{scores.score(n)[layer, head]:.3f}" for n in heads.SCORE_NAMES]
+            cells = [f"[bold]{c}[/bold]" if best[n] == (layer, head) else c for n, c in zip(heads.SCORE_NAMES, cells)]
+            table.add_row(str(layer), str(head), *cells)
+    console = Console()
+    console.print(table)
+    print("even causal attention (baseline): " + ", ".join(f"{labels[n]} {scores.baseline(n):.3f}" for n in heads.SCORE_NAMES))
+    for n in heads.SCORE_NAMES:
+        layer, head, value = scores.best(n)
+        print(f"best {labels[n]}: layer {layer} head {head}: {value:.3f}")
     if args.over_training:
-        rows = heads_over_training(args.checkpoint)
-        print("\ncheckpoint        tokens      best induction   ICL score (late - early loss)")
+        rows = heads.heads_over_training(args.checkpoint, windows=windows, seed=args.seed)
+        table = Table(title="over training: the best head's score (and which head)")
+        for col in ("step", "tokens", *(labels[n] for n in heads.SCORE_NAMES), "ICL score"):
+            table.add_column(col, justify="right")
         for r in rows:
-            print(f"{r['checkpoint']:<17} {r['tokens'] or 0:<11,} {r['best_induction']:<16.3f} {r['icl_score']:+.4f}")
+            cells = [f"{r['best'][n]['score']:.3f}\nL{r['best'][n]['layer']} H{r['best'][n]['head']}" for n in heads.SCORE_NAMES]
+            table.add_row(str(r["step"]), f"{r['tokens'] or 0:,}", *cells, f"{r['icl_score']:+.4f}")
+        console.print(table)
+        print("ICL score = loss at 90% of the context - loss at 10%; negative when the model uses the context")
+        if args.plot and rows:
+            print(f"wrote {heads.plot_heads_over_training(rows, args.plot)}")
 
 
 def cmd_serve(args) -> None:
@@ -530,9 +551,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--plot", help="PNG to write (default probe_WORLD_LATENT.png)")
     pr.set_defaults(func=cmd_probe)
 
-    hd = sub.add_parser("heads", help="induction score of every attention head; with --over-training, the phase change")
+    hd = sub.add_parser("heads", help="classic and statistical induction and previous-token scores of every attention head; "
+                        "with --over-training, the phase change")
     hd.add_argument("checkpoint", help="checkpoint or run directory")
-    hd.add_argument("--over-training", action="store_true", help="every checkpoint of the run: induction and ICL scores")
+    hd.add_argument("--over-training", action="store_true", help="every checkpoint of the run: best head scores and ICL score")
+    hd.add_argument("--plot", help="with --over-training: PNG of the best heads' scores over tokens seen")
     hd.add_argument("--seed", type=int, default=0)
     hd.set_defaults(func=cmd_heads)
 
