@@ -431,10 +431,8 @@ def cmd_worlds_floor(args) -> None:
     print(f"{world.name}: entropy floor {floor:.4f} bits/byte over {args.n} sampled documents ({mean_bytes:.1f} bytes each)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nextlab", description="Train, sample and measure next-token models.")
-    sub = p.add_subparsers(dest="command", required=True)
-
+def _add_train(sub) -> None:
+    """train: a run from a config and flags."""
     t = sub.add_parser("train", help="train a model (optionally from a TOML config)")
     t.add_argument("config", nargs="?", help="TOML config with [model], [data], [train] sections")
     t.add_argument("--data", help="text file, folder, glob, or 'stdlib' (built-in corpus)")
@@ -449,6 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
+
+def _add_use(sub) -> None:
+    """sample, next, score: use a checkpoint."""
     s = sub.add_parser("sample", help="generate text from a checkpoint")
     s.add_argument("checkpoint", help="checkpoint or run directory")
     s.add_argument("--prompt", default="")
@@ -476,6 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_score)
 
+
+def _add_eval(sub) -> None:
+    """eval: tasks as continuations."""
     e = sub.add_parser("eval", help="zero- and few-shot tasks, both metric families")
     e.add_argument("checkpoint")
     e.add_argument("--tasks", help="comma-separated task names or .jsonl files (default: the worlds the model trained on)")
@@ -485,6 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", help="write the results to this file")
     e.set_defaults(func=cmd_eval)
 
+
+def _add_worlds(sub) -> None:
+    """worlds sample | floor."""
     w = sub.add_parser("worlds", help="look at the worlds: text with a known generator")
     wsub = w.add_subparsers(dest="worlds_command", required=True)
     for name, func, helptext in (
@@ -500,6 +507,9 @@ def build_parser() -> argparse.ArgumentParser:
             ws.add_argument("--latents", action="store_true", help="also print each document's latents")
         ws.set_defaults(func=func)
 
+
+def _add_compress(sub) -> None:
+    """compress, decompress: a model as a lossless coder."""
     z = sub.add_parser("compress", help="compress a file losslessly with a model (arithmetic coding)")
     z.add_argument("input", help="any file")
     z.add_argument("-m", "--model", required=True, help="checkpoint or run directory, or 'none' for a fresh model (adaptive)")
@@ -525,6 +535,9 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--no-progress", action="store_true")
     u.set_defaults(func=cmd_decompress)
 
+
+def _add_scaling(sub) -> None:
+    """sweep, fit, emergence: scaling laws."""
     sw = sub.add_parser("sweep", help="train a grid of model sizes, token budgets and seeds (resumable)")
     sw.add_argument("sweep", help="sweep TOML: a run config plus a [grid] section")
     sw.add_argument("--jobs", type=int, default=1, help="points trained in parallel (the cores are shared between them)")
@@ -542,6 +555,9 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--json", help="write the tables to this file")
     em.set_defaults(func=cmd_emergence)
 
+
+def _add_inside(sub) -> None:
+    """probe, heads: inside the model."""
     pr = sub.add_parser("probe", help="linear probes for a world's hidden variables, per layer, with controls")
     pr.add_argument("checkpoint")
     pr.add_argument("--world", required=True, help="hmm | arithmetic | arguments | facts | programs")
@@ -559,9 +575,10 @@ def build_parser() -> argparse.ArgumentParser:
     hd.add_argument("--seed", type=int, default=0)
     hd.set_defaults(func=cmd_heads)
 
-    tu = sub.add_parser("tune", help="reshape the distribution: instruction tuning, reward tuning, before/after comparison")
-    tsub = tu.add_subparsers(dest="tune_command", required=True)
-    ts = tsub.add_parser("sft", help="instruction-tune on conversations (the loss only on the assistant's tokens)")
+
+def _add_tune_sft(sub) -> None:
+    """tune sft: instruction tuning."""
+    ts = sub.add_parser("sft", help="instruction-tune on conversations (the loss only on the assistant's tokens)")
     ts.add_argument("checkpoint", help="checkpoint or run directory (chat tokens are added if it has none)")
     ts.add_argument("--out", required=True, help="directory for the tuned checkpoint")
     ts.add_argument("--data", help="JSONL conversations (default: built-in requests from the checkpoint's worlds)")
@@ -575,7 +592,11 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("--seed", type=int, default=0)
     ts.add_argument("--threads", type=int)
     ts.set_defaults(func=cmd_tune_sft)
-    tr = tsub.add_parser("rl", help="policy gradient with verifiable rewards from the worlds (group-relative REINFORCE)")
+
+
+def _add_tune_rl(sub) -> None:
+    """tune rl: reward tuning."""
+    tr = sub.add_parser("rl", help="policy gradient with verifiable rewards from the worlds (group-relative REINFORCE)")
     tr.add_argument("checkpoint", help="an instruction-tuned checkpoint")
     tr.add_argument("--out", required=True)
     tr.add_argument("--tasks", help="comma-separated (default: all the checkpoint's worlds support)")
@@ -589,7 +610,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--threads", type=int)
     tr.set_defaults(func=cmd_tune_rl)
-    tc = tsub.add_parser("compare", help="base vs tuned: accuracy, format, answer probability, entropy, KL, alignment tax")
+
+
+def _add_tune_compare(sub) -> None:
+    """tune compare: base vs tuned."""
+    tc = sub.add_parser("compare", help="base vs tuned: accuracy, format, answer probability, entropy, KL, alignment tax")
     tc.add_argument("base", help="the pretrained checkpoint")
     tc.add_argument("tuned", nargs="+", help="tuned checkpoints")
     tc.add_argument("-n", type=int, default=50, help="requests per task and phrasing")
@@ -598,6 +623,17 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--json", help="also write the full result (with sample replies) here")
     tc.set_defaults(func=cmd_tune_compare)
 
+
+def _add_tune(sub) -> None:
+    """tune sft | rl | compare."""
+    tu = sub.add_parser("tune", help="reshape the distribution: instruction tuning, reward tuning, before/after comparison")
+    tsub = tu.add_subparsers(dest="tune_command", required=True)
+    for add in (_add_tune_sft, _add_tune_rl, _add_tune_compare):
+        add(tsub)
+
+
+def _add_chat_serve(sub) -> None:
+    """chat, serve: talk to a model, or serve it."""
     ch = sub.add_parser("chat", help="talk to an instruction-tuned checkpoint in the terminal")
     ch.add_argument("checkpoint")
     ch.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
@@ -617,10 +653,21 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-body-bytes", type=int, default=1_000_000, help="largest request body; larger gets 413")
     sv.set_defaults(func=cmd_serve)
 
+
+def _add_demo(sub) -> None:
+    """demo: the whole pipeline and its report."""
     d = sub.add_parser("demo", help="train the default model on the built-in corpus and write a report")
     d.add_argument("--quick", action="store_true", help="a run of under a minute")
     d.add_argument("--out", default="runs/demo")
     d.set_defaults(func=cmd_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nextlab", description="Train, sample and measure next-token models.")
+    sub = p.add_subparsers(dest="command", required=True)
+    for add in (_add_train, _add_use, _add_eval, _add_worlds, _add_compress, _add_scaling, _add_inside, _add_tune,
+                _add_chat_serve, _add_demo):  # the order of the commands in --help
+        add(sub)
     return p
 
 
