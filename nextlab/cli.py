@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import numbers
 import sys
 import warnings
 from pathlib import Path
@@ -345,6 +346,61 @@ def cmd_heads(args) -> None:
             print(f"wrote {heads.plot_heads_over_training(rows, args.plot)}")
 
 
+def _no_file_in_the_way(path: str, flag: str) -> None:
+    """Fail before a long run, not after it: the nearest existing part of `path` must be a directory."""
+    for part in (Path(path), *Path(path).parents):
+        if part.exists():
+            if not part.is_dir():
+                raise NextlabError(f"{flag} {path}: {part} is a file, not a directory")
+            return
+
+
+def _fmt(value) -> str:
+    """A check's value: floats with 3 decimals, lists (of lists) in brackets, None as 'none'."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_fmt(v) for v in value) + "]"
+    if value is None:
+        return "none"
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def cmd_icl(args) -> None:
+    _no_file_in_the_way(args.out, "--out")
+    if args.json:
+        if Path(args.json).is_dir():
+            raise NextlabError(f"--json {args.json}: is a directory")
+        if not Path(args.json).absolute().parent.is_dir():
+            raise NextlabError(f"--json {args.json}: no such directory {Path(args.json).parent}")
+
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from nextlab.icl import describe_transition, run_icl_study
+
+    result = run_icl_study(args.out, quick=args.quick)
+    refs = result["curve"]["references"]
+    print(f"{args.out}: {result['params']:,} parameters, {result['steps']} steps")
+    print(f"references (nats per symbol): uniform {refs['uniform']:.3f}, in-context unigram {refs['unigram']:.3f}, "
+          f"Bayes floor {refs['bayes']:.3f}")
+    table = Table(title="in-context learning: the checks")
+    for col in ("claim", "measure", "value", "threshold", "met"):
+        table.add_column(col, justify="right" if col == "value" else "left")
+    for c in result["transition"]["checks"]:
+        table.add_row(escape(c["claim"]), escape(c["measure"]), escape(_fmt(c["value"])), escape(str(c["threshold"])),
+                      "yes" if c["met"] else "[bold]no[/bold]")
+    Console().print(table)
+    print(describe_transition(result["transition"]))
+    if args.json:
+        try:
+            Path(args.json).write_text(json.dumps({"summary": result["summary"], "curve": result["curve"]}, indent=1))
+        except OSError as e:
+            raise NextlabError(f"--json {args.json}: cannot write ({e.strerror or e.__class__.__name__})") from None
+        print(f"wrote {args.json}")
+
+
 def cmd_serve(args) -> None:
     from nextlab.serve import Limits, serve
 
@@ -557,7 +613,7 @@ def _add_scaling(sub) -> None:
 
 
 def _add_inside(sub) -> None:
-    """probe, heads: inside the model."""
+    """probe, heads, icl: inside the model."""
     pr = sub.add_parser("probe", help="linear probes for a world's hidden variables, per layer, with controls")
     pr.add_argument("checkpoint")
     pr.add_argument("--world", required=True, help="hmm | arithmetic | arguments | facts | programs")
@@ -574,6 +630,13 @@ def _add_inside(sub) -> None:
     hd.add_argument("--plot", help="with --over-training: PNG of the best heads' scores over tokens seen")
     hd.add_argument("--seed", type=int, default=0)
     hd.set_defaults(func=cmd_heads)
+
+    ic = sub.add_parser("icl", help="train a small model on in-context worlds (markov_icl, recall) and catch in-context "
+                        "learning forming, checkpoint by checkpoint")
+    ic.add_argument("--out", default="runs/icl", metavar="DIR", help="run directory (default runs/icl; an unfinished run there is resumed)")
+    ic.add_argument("--quick", action="store_true", help="a run of under a minute")
+    ic.add_argument("--json", metavar="PATH", help="write the summary and the curve (every checkpoint's measures) to this file")
+    ic.set_defaults(func=cmd_icl)
 
 
 def _add_tune_sft(sub) -> None:

@@ -150,3 +150,19 @@ def test_existing_run_needs_resume(tiny_checkpoint, corpus_file, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny_checkpoint, run)
     assert_one_line_error(run_cli(*tiny_args(corpus_file, run, steps=40)), "already has checkpoints", "--resume")
+
+
+def test_icl_help_lists_its_flags():
+    r = run_cli("icl", "--help")
+    assert r.returncode == 0, r.stderr
+    for flag in ("--out", "--quick", "--json"):
+        assert flag in r.stdout
+    assert "icl" in run_cli("--help").stdout
+
+
+def test_icl_out_is_a_file(tmp_path):
+    # checked before anything trains
+    (tmp_path / "a_file").write_text("")
+    assert_one_line_error(run_cli("icl", "--out", str(tmp_path / "a_file")), "--out", "is a file")
+    assert_one_line_error(run_cli("icl", "--out", str(tmp_path / "a_file" / "run")), "--out", "is a file")
+    assert_one_line_error(run_cli("icl", "--json", str(tmp_path / "no_dir" / "icl.json")), "--json", "no such directory")
