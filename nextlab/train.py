@@ -234,6 +234,12 @@ def world_eval_docs(corpus, tokenizer, per_world: int) -> list[dict]:
     ]
 
 
+def initial_model(mcfg: ModelConfig, seed: int) -> GPT:
+    """The weights a run starts from (step 0): the same seed gives the same model, on every rank."""
+    torch.manual_seed(seed)
+    return GPT(mcfg)
+
+
 def train(cfg: RunConfig, resume: bool = False, log=print) -> TrainResult:
     """Train per `cfg`; with resume, continue from the latest checkpoint in cfg.out if there is one."""
     cfg = copy.deepcopy(cfg).check()  # vocab_size is filled in below; the caller's config stays as given
@@ -289,8 +295,7 @@ def train(cfg: RunConfig, resume: bool = False, log=print) -> TrainResult:
     accum = t.batch_size // (micro * world_size)
 
     # Model and optimizers; same seed -> same initial weights on every rank.
-    torch.manual_seed(t.seed)
-    model = GPT(mcfg).to(device)
+    model = initial_model(mcfg, t.seed).to(device)
     dtype = pick_dtype(t.dtype, device, mcfg)
     model.set_attention(mcfg.attention == "manual" or (mcfg.attention == "auto" and dtype == torch.bfloat16 and device.type == "cpu"))
     optimizers = build_optimizers(model, t)

@@ -328,25 +328,25 @@ def test_evaluate_task_reports_shots_used():
 
 # --- 5. the pure in-context task -----------------------------------------------------------------------------------------------
 
-LINE = re.compile(r"^([a-z]) -> ([0-9])$")
+PAIR = re.compile(r"^([a-z])([0-9])$")
 
 
 def oracle_answer(context_text: str) -> str:
-    """A perfect in-context learner: read the `x -> d` shots, answer the query from them (else a fixed guess, "0")."""
-    *shots, query = context_text.split("\n")
-    mapping = dict(LINE.match(line).groups() for line in shots)
-    return mapping.get(query.removesuffix(" -> "), "0")
+    """A perfect in-context learner: read the `xd` shots, answer the query from them (else a fixed guess, "0")."""
+    *shots, query = [context_text[i : i + 2] for i in range(0, len(context_text), 2)]
+    mapping = dict(PAIR.match(pair).groups() for pair in shots)
+    return mapping.get(query, "0")
 
 
 def test_icl_zero_shot_is_at_chance_by_construction():
     task = icl_mapping_task(4000, seed=7)
-    assert len(task.items) == 4000 and task.separator == "\n" and not task.shots
+    assert len(task.items) == 4000 and task.separator == "" and not task.shots
     rng = random.Random(0)
     by_context: dict[tuple, Counter] = {}
     for item in task.items:
         p = build_context(task, item, 0, TOK, 256, rng)
         q = item.prompt[0]
-        assert item.prompt == f"{q} -> " and p.context == encode_prompt(item.prompt) and p.shots == 0
+        assert item.prompt == q and p.context == encode_prompt(item.prompt) and p.shots == 0
         assert item.choices == [str(d) for d in range(8)] and item.choices[item.answer] == item.target
         by_context.setdefault(tuple(p.context), Counter())[item.target] += 1
     assert len(by_context) == 8  # one zero-shot context per query letter...
@@ -381,9 +381,10 @@ def test_icl_query_pair_is_always_among_the_shots(k):
     shown = correct = 0
     for item in task.items:
         p = build_context(task, item, k, TOK, 256, rng)
-        lines = TOK.decode(p.context[1:]).split("\n")[:-1]
-        assert p.shots == len(lines) == k
-        shown += f"{item.prompt}{item.target}" in lines
+        text = TOK.decode(p.context[1:])
+        pairs = [text[i : i + 2] for i in range(0, len(text) - 1, 2)]
+        assert p.shots == len(pairs) == k
+        shown += f"{item.prompt}{item.target}" in pairs
         correct += oracle_answer(TOK.decode(p.context[1:])) == item.target
     assert shown == correct == len(task.items)
 
@@ -407,9 +408,9 @@ class InContextOracle(torch.nn.Module):
 
     def next_token(self, ids: list[int]) -> int:
         text = TOK.decode(ids)
-        if text.endswith(" -> ") and text[-5:-4].isalpha():
+        if len(text) % 2 == 1 and text[-1:].isalpha():  # a query letter: its digit is next
             return TOK.encode(oracle_answer(text))[0]
-        return TOK.encode("\n")[0]
+        return TOK.encode("a")[0]
 
     def forward(self, idx, targets=None, cache=None):
         rows = idx.tolist()
@@ -466,7 +467,7 @@ def test_builtin_task_items(name):
             assert not item.ends_document and item.choices == list(world.alphabet) and item.target in item.choices
             assert world.prefix_log_prob(doc(item)) > float("-inf")
     if name == "icl_mapping":
-        assert task.separator == "\n" and all(it.shots for it in task.items)
+        assert task.separator == "" and all(it.shots for it in task.items)
     else:
         assert task.separator is None and len(task.shots) == SHOT_POOL
         assert all(it.ends_document for it in task.items) == (base != "hmm")

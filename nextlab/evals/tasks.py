@@ -9,7 +9,7 @@ correct). Built-in tasks cut held-out world documents at the answer:
     facts         "Q: Where was X born? A: " -> "Vardel"   (facts_ood: people whose Q/A never appeared)
     arguments     "All a are b. ... => " -> "yes" | "no"   (arguments_ood: longer chains)
     hmm           a prefix of a Mess3 sequence -> its next symbol
-    icl_mapping   a fresh random letter -> digit mapping per item, shown only in the shots
+    icl_mapping   a fresh random letter -> digit mapping per item, shown only in the shots: "e2h4c7e" -> "2"
 
 The world tasks use the same world knobs and seed as the model's training data
 (pass `world_spec`), and draw their documents with a separate seed.
@@ -149,9 +149,11 @@ def world_task(name: str, n: int, seed: int = 1234, world_spec: dict | None = No
 def icl_mapping_task(n: int, seed: int = 1234, n_symbols: int = 8) -> Task:
     """A fresh random mapping from letters to digits for every item, shown only in the shots.
 
-    Zero-shot the prompt ("q -> ") carries no information about the mapping, so every
-    model is at chance (1 / n_symbols) by construction; with k shots the query's own pair
-    is among them, so a model that learned to use its context can copy the answer.
+    Each pair is a letter and its digit, written together as in the `recall` world's documents:
+    with 3 shots "e2h4c7e" -> "2". Zero-shot the prompt ("e") carries no
+    information about the mapping, so every model is at chance (1 / n_symbols) by construction;
+    with k shots the query's own pair is among them, so a model that learned to use its context
+    can copy the answer.
     """
     rng = random.Random(seed)
     letters = list(string.ascii_lowercase[:n_symbols])
@@ -163,11 +165,11 @@ def icl_mapping_task(n: int, seed: int = 1234, n_symbols: int = 8) -> Task:
         # The query's pair first: every k >= 1 shows it (the runner takes the first k, then shuffles them).
         others = [c for c in letters if c != query]
         rng.shuffle(others)
-        pool = [Item(f"{c} -> ", mapping[c]) for c in [query] + others]
+        pool = [Item(c, mapping[c]) for c in [query] + others]
         answer = digits.index(mapping[query])
-        # Not the end of a document: a model that follows the shots writes the digit and then a newline.
-        items.append(Item(f"{query} -> ", mapping[query], choices=digits, answer=answer, ends_document=False, shots=pool))
-    return Task("icl_mapping", items, separator="\n", description="pure in-context: a new mapping per item")
+        # Not the end of a document: a model that follows the shots writes the digit and then another letter.
+        items.append(Item(query, mapping[query], choices=digits, answer=answer, ends_document=False, shots=pool))
+    return Task("icl_mapping", items, separator="", description="pure in-context: a new mapping per item")
 
 
 def load_jsonl_task(path: str | Path) -> Task:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import shutil
+import time
 from pathlib import Path
 
 from nextlab.checkpoint import CHECKPOINTS_DIR, load_checkpoint
@@ -18,20 +19,22 @@ from nextlab.data import prepare_corpus
 from nextlab.errors import NextlabError
 from nextlab.evals import evaluate, get_task
 from nextlab.evals.run import default_tasks
+from nextlab.icl import run_icl_study
 from nextlab.probe import plot_probe, probe, world_knobs
-from nextlab.probe.heads import best_head, checkpoint_induction_scores, heads_over_training
+from nextlab.probe.heads import checkpoint_head_scores, heads_over_training, plot_heads_over_training
 from nextlab.report.compression import compression_section
+from nextlab.report.icl import icl_section
 from nextlab.report.page import Section, render
 from nextlab.report.probes import probe_section
 from nextlab.report.samples import samples_section, surprisal_section
 from nextlab.report.scaling import demo_sweep, scaling_section
+from nextlab.report.summary import write_summary
 from nextlab.report.tasks import tasks_section
 from nextlab.report.training import floor_section, loss_curve_section, model_card_section
 from nextlab.report.tuning import demo_tuning, tuning_section
 from nextlab.sample import generate, score
 from nextlab.scaling import emergence, fit_sweep, plot_sweep, run_sweep
 from nextlab.train import train
-from nextlab.worlds import ALL_WORLDS
 
 REPORT_FILE = "report.html"
 TRAINING_TASKS = ("arithmetic", "programs", "translation", "facts", "arguments", "hmm")
@@ -40,11 +43,12 @@ DEMO_PROMPTS = ("def ", "import ", "23 + 58 =", "Q: Where was", "the small dog t
 
 
 def demo_config(quick: bool = False, out: str = "runs/demo") -> RunConfig:
-    """The main job: the default `modern` model, byte-level, on the Python standard library and every world.
+    """The main job: the default `modern` model, byte-level, on the Python standard library and the six
+    document worlds (the in-context worlds, markov_icl and recall, have a run of their own: `nextlab.icl`).
 
     The full demo is sized for about 5 minutes on 2 CPU cores; --quick for under a minute.
     """
-    data = {"path": "stdlib", "worlds": dict(ALL_WORLDS), "world_bytes": 4_000_000}
+    data = {"path": "stdlib", "worlds": dict.fromkeys(TRAINING_TASKS, 1.0), "world_bytes": 4_000_000}
     if quick:
         train = {"steps": 60, "batch_size": 16, "eval_every": 20, "eval_windows": 64, "warmup_steps": 10, "eval_world_docs": 16,
                  "eval_tasks": ["arithmetic", "arguments"], "eval_tasks_every": 60, "eval_task_items": 8,
@@ -82,14 +86,14 @@ def held_out_text(cfg: RunConfig, tokenizer, n_bytes: int) -> bytes:
 
 
 def run_demo(quick: bool = False, out: str = "runs/demo", log=print) -> Path:
-    """Train the demo model and write its report; returns the report's path."""
+    """Train the demo model and write its report and summary.json; returns the report's path."""
+    started = time.perf_counter()
     cfg = demo_config(quick, out)
     if quick:
         cfg.train.progress = False
     # The demo owns its run directory: a new demo replaces the last one.
-    shutil.rmtree(Path(out) / CHECKPOINTS_DIR, ignore_errors=True)
-    shutil.rmtree(Path(out) / "sweep", ignore_errors=True)
-    shutil.rmtree(Path(out) / "tuned", ignore_errors=True)
+    for part in (CHECKPOINTS_DIR, "sweep", "tuned", "icl"):
+        shutil.rmtree(Path(out) / part, ignore_errors=True)
     result = train(cfg, log=log)
     ckpt = load_checkpoint(result.checkpoint)
     temperature = 0.8
@@ -105,6 +109,8 @@ def run_demo(quick: bool = False, out: str = "runs/demo", log=print) -> Path:
     icl = [t for t in tasks if t.name == "icl_mapping"]
     results = evaluate(ckpt.model, ckpt.tokenizer, [t for t in tasks if t.name != "icl_mapping"], [0, ICL_SHOTS[-1]])
     results += evaluate(ckpt.model, ckpt.tokenizer, icl, list(ICL_SHOTS))
+    log("in-context learning: a small model on markov_icl and recall")
+    icl = run_icl_study(Path(out) / "icl", quick, log=log)
     log("compressing held-out text")
     held_out = held_out_text(cfg, ckpt.tokenizer, 8_000 if quick else 48_000)
     compression = measure_compression(held_out, ckpt.model, ckpt.tokenizer)
@@ -113,6 +119,7 @@ def run_demo(quick: bool = False, out: str = "runs/demo", log=print) -> Path:
         loss_curve_section(result.metrics),
         floor_section(result.metrics),
         tasks_section(results, result.metrics),
+        icl_section(icl),
         samples_section(samples, temperature),
         surprisal_section(score(ckpt.model, ckpt.tokenizer, passage), "validation split of the built-in corpus"),
         compression_section(compression, "held-out Python source (validation files of the built-in corpus)"),
@@ -121,8 +128,9 @@ def run_demo(quick: bool = False, out: str = "runs/demo", log=print) -> Path:
     probes = [probe(ckpt.model, ckpt.tokenizer, w, n_docs=120 if quick else 400, knobs=world_knobs(ckpt.config, w))
               for w in ("hmm", "arithmetic", "arguments")]
     probe_plots = [plot_probe(r, Path(out) / f"probe_{r.world}_{r.latent}.png") for r in probes]
-    scores = checkpoint_induction_scores(ckpt)
-    sections.append(probe_section(probes, probe_plots, heads_over_training(out), best_head(scores)))
+    over_training = heads_over_training(out)
+    heads_plot = plot_heads_over_training(over_training, Path(out) / "heads.png") if len(over_training) > 1 else None
+    sections.append(probe_section(probes, probe_plots, heads_plot, checkpoint_head_scores(ckpt)))
     log("scaling sweep")
     sweep = demo_sweep(cfg, quick)
     rows = run_sweep(sweep, log=log)
@@ -136,5 +144,6 @@ def run_demo(quick: bool = False, out: str = "runs/demo", log=print) -> Path:
     sections = [s for s in sections if s is not None]
     path = Path(out) / REPORT_FILE
     path.write_text(render("nextlab demo: next-token prediction on Python source and worlds", sections))
-    log(f"wrote {path}")
+    summary = write_summary(out, {"demo_seconds": round(time.perf_counter() - started, 1), "icl": icl["summary"]})
+    log(f"wrote {path} and {summary}")
     return path

@@ -5,30 +5,22 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from nextlab.report.page import Section, figure_png, png_file_img
+from nextlab.report.page import Section, png_file_img
 
 
-def probe_section(results: list, plots: list[Path], heads: list[dict], best_head: tuple[int, int, float]) -> Section:
-    """Probe scores per layer beside their controls, the belief simplex, and the induction / ICL curve."""
-    import matplotlib.pyplot as plt
+def probe_section(results: list, plots: list[Path], heads_plot: Path | None, scores) -> Section:
+    """Probe scores per layer beside their controls, the belief simplex, and the attention heads over training.
 
+    `scores` is the final model's HeadScores; `heads_plot` the picture of the best heads over its checkpoints.
+    """
     tables = "".join(f"<pre>{html.escape(r.table())}</pre>" for r in results)
     imgs = "".join(png_file_img(p) for p in plots)
-    curve = ""
-    if len(heads) > 1:
-        fig, ax = plt.subplots(figsize=(7, 3.4))
-        tokens = [h["tokens"] for h in heads]
-        ax.plot(tokens, [h["best_induction"] for h in heads], "o-", ms=3, label="best induction score (left)")
-        ax.set_xlabel("tokens seen")
-        ax.set_ylabel("induction score")
-        ax2 = ax.twinx()
-        ax2.plot(tokens, [h["icl_score"] for h in heads], "s--", ms=3, color="C1", label="ICL score = late - early loss (right)")
-        ax2.set_ylabel("nats / token")
-        fig.legend(fontsize=7, loc="upper center")
-        fig.tight_layout()
-        curve = f'<img alt="induction over training" src="data:image/png;base64,{figure_png(fig)}">'
-        plt.close(fig)
-    layer, head, score = best_head
+    heads = "".join(
+        f"<tr><td>{label}</td><td>layer {layer}, head {head}</td><td>{value:.3f}</td><td>{scores.baseline(name):.3f}</td></tr>"
+        for name, label in (("classic", "classic induction"), ("statistical", "statistical induction"),
+                            ("previous_token", "previous token"))
+        for layer, head, value in [scores.best(name)]
+    )
     body = (
         "<p>To predict text well a model has to model what produced it, so the generator's hidden variables should "
         "be readable from the residual stream, and not from an untrained model of the same shape. Linear probes, "
@@ -36,9 +28,11 @@ def probe_section(results: list, plots: list[Path], heads: list[dict], best_head
         "the same probe on a randomly initialized model, and on shuffled labels, whose gap to the real score is the "
         "selectivity (Hewitt and Liang, 2019).</p>"
         f"{tables}{imgs}"
-        f"<p>Induction heads (Olsson et al., 2022): on random tokens repeated twice, the best head (layer {layer}, "
-        f"head {head}) puts {score:.3f} of its attention on the token after the previous occurrence. Over training, "
-        "its rise and the in-context learning score (loss late in the context minus loss early in it) show the "
-        f"phase change:</p>{curve}"
+        "<p>Attention heads of this model (Olsson et al., 2022; Edelman et al., 2024), each score the share of a head's "
+        "attention that lands where that kind of head puts it, beside what even attention gives: classic induction (on "
+        "random tokens repeated twice, the token after the earlier occurrence), statistical induction (on validation text, "
+        "every token that followed an earlier occurrence of the current one) and previous token.</p>"
+        f"<table><tr><th>score</th><th>best head</th><th>its score</th><th>even attention</th></tr>{heads}</table>"
+        + (f"<p>The best heads over training:</p>{png_file_img(heads_plot)}" if heads_plot else "")
     )
     return Section("The model models what produced the text", body)

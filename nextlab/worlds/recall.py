@@ -6,16 +6,21 @@ A document is drawn as
         to the n_keys values (the digits 0 .. n_keys - 1), uniform over all n_keys! of them
     k_i n_pairs keys, each uniform over the keys, independently (so keys repeat)
 
-and written one pair per line, `f"{k_i} -> {m[k_i]}\\n"`: the format of the `icl_mapping`
-task, whose items show a fresh mapping in their shots. The mapping is new in every
-document, so what training teaches is reading the document, not any mapping:
-`icl_mapping` stays a pure in-context task.
+and written as the pairs, each key followed by its value, with nothing between them:
+`e2h4f5e2c3...`, the format of the `icl_mapping` task, whose items show a fresh mapping in
+their shots. The mapping is new
+in every document, so what training teaches is reading the document, not any mapping:
+`icl_mapping` stays a pure in-context task. A value stands right after its key, so a head
+that attends to what followed earlier occurrences of the current token (an induction head)
+reads it off. (With a space between pairs, a 2-layer model trained beside markov_icl did not
+leave its plateau on this world within 800 steps; written together, it reached 100% on
+icl_mapping with 8 shots by then.)
 
 Exact probability: each key costs log n_keys. A key seen before in the document has its
 value already, with certainty; a new key's value is uniform over the values no earlier
 key has taken (the mapping is one-to-one):
 
-    log P(text) = sum over lines of [-log n_keys - (0 if the key repeats else log(n_keys - distinct keys so far))]
+    log P(text) = sum over pairs of [-log n_keys - (0 if the key repeats else log(n_keys - distinct keys so far))]
 
 and any text that gives a key two values, or two keys one value, has probability 0.
 
@@ -25,15 +30,14 @@ fixed per world; kept for a uniform interface).
 Latents:
 
   "mapping":       the document's mapping (key -> value).
-  "repeats":       per line, whether its key appeared on an earlier line.
-  "value_offsets": per line, the character offset of its value.
+  "repeats":       per pair, whether its key appeared in an earlier pair.
+  "value_offsets": per pair, the character offset of its value.
 """
 
 from __future__ import annotations
 
 import math
 import random
-import re
 import string
 
 from nextlab.worlds.base import NEG_INF, Document
@@ -52,31 +56,24 @@ class Recall:
         self.n_keys, self.n_pairs, self.seed = n_keys, n_pairs, seed
         self.keys = string.ascii_lowercase[:n_keys]
         self.values = string.digits[:n_keys]
-        self._line = re.compile(f"([{self.keys}]) -> ([{self.values}])\n")
 
     def sample(self, rng: random.Random) -> Document:
         mapping = dict(zip(self.keys, rng.sample(self.values, self.n_keys)))
-        lines, repeats, offsets, seen, n_chars = [], [], [], set(), 0
-        for _ in range(self.n_pairs):
-            key = self.keys[rng.randrange(self.n_keys)]
-            line = f"{key} -> {mapping[key]}\n"
-            repeats.append(key in seen)
-            offsets.append(n_chars + len(line) - 2)
-            seen.add(key)
-            lines.append(line)
-            n_chars += len(line)
-        return Document("".join(lines), {"mapping": mapping, "repeats": repeats, "value_offsets": offsets})
+        keys = [self.keys[rng.randrange(self.n_keys)] for _ in range(self.n_pairs)]
+        repeats = [key in keys[:i] for i, key in enumerate(keys)]
+        offsets = [2 * i + 1 for i in range(self.n_pairs)]
+        text = "".join(key + mapping[key] for key in keys)
+        return Document(text, {"mapping": mapping, "repeats": repeats, "value_offsets": offsets})
 
     def log_prob(self, text: str) -> float:
-        if not isinstance(text, str) or len(text) != 7 * self.n_pairs:  # every line is 7 characters
+        if not isinstance(text, str) or len(text) != 2 * self.n_pairs:
+            return NEG_INF
+        pairs = [text[i : i + 2] for i in range(0, len(text), 2)]
+        if any(key not in self.keys or value not in self.values for key, value in pairs):
             return NEG_INF
         mapping: dict[str, str] = {}
         total = 0.0
-        for i in range(self.n_pairs):
-            m = self._line.fullmatch(text, 7 * i, 7 * i + 7)
-            if m is None:
-                return NEG_INF
-            key, value = m.groups()
+        for key, value in pairs:
             total -= math.log(self.n_keys)
             if key in mapping:
                 if mapping[key] != value:

@@ -1,0 +1,226 @@
+"""In-context learning caught forming: a small model trained only to predict the next token on
+documents whose generator changes with every document, measured at every checkpoint.
+
+The run is an ordinary training run (`icl_config`) on two worlds whose floor needs in-context
+learning: `markov_icl` (a fresh Markov chain per document: the floor is the Bayes-optimal
+in-context bigram learner) and `recall` (a fresh key -> value mapping per document, in the format
+of the `icl_mapping` task). `icl_over_training` then measures the initial model and every
+checkpoint on held-out documents and items:
+
+- the markov_icl loss per symbol beside its three references: uniform over the pool, the in-context
+  unigram predictor and the Bayes floor (from the third symbol: see FIRST_MEASURED);
+- every head's classic, statistical and previous-token scores (`nextlab.probe.heads`) on those
+  documents;
+- `icl_mapping` multiple-choice accuracy with 0 and with 8 solved examples before the query.
+
+`find_transition` reads the phase change off those rows (Olsson et al., 2022; Edelman et al.,
+2024): the steps over which the loss falls from the in-context unigram level to halfway to the
+floor, and the checkpoint interval in which the best statistical induction head rises fastest.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nextlab.checkpoint import list_checkpoints, load_checkpoint, model_config_from
+from nextlab.config import RunConfig, config_from_dict, load_config
+from nextlab.data import prepare_corpus
+from nextlab.evals import evaluate_task, get_task
+from nextlab.probe.heads import head_scores
+from nextlab.sample import score_continuations
+from nextlab.train import initial_model, train
+from nextlab.worlds import make_world
+from nextlab.worlds.registry import parse_spec
+
+# Each markov document writes its 3 symbols with 3 of recall's 8 key letters, drawn anew per document, so the
+# induction head the chains teach works for any of those letters, and recall's keys need no head of their own.
+ICL_WORLDS = {"markov_icl": {"pool": "abcdefgh"}, "recall": {"n_pairs": 24}}
+# The first two symbols of a document also pay for which world it is from (a letter starts both; the second
+# character tells them apart), which no in-context learning can know: the loss is measured from the third.
+FIRST_MEASURED = 2
+SHOTS = (0, 8)
+INDUCTION_FORMED = 0.8  # the statistical induction score a formed head reaches
+NEAR_BASELINE = 0.1  # a head that has not formed scores within this of even attention
+EXCESS_TARGET = 0.02  # nats per symbol above the floor at the end of training
+MAPPING_TARGET = 0.9  # icl_mapping accuracy with 8 shots
+
+
+def icl_config(out: str = "runs/icl", quick: bool = False, overrides: list[str] = ()) -> RunConfig:
+    """The run: a 2-layer `modern` model, block 128, on markov_icl + recall only, checkpoints often."""
+    steps = 60 if quick else 1000
+    train = {"steps": steps, "batch_size": 32, "warmup_steps": 10, "schedule": "constant", "eval_every": 50 if quick else 100,
+             "eval_windows": 32, "eval_world_docs": 16, "save_every": 20 if quick else 25, "keep_last": 1_000_000}
+    model = {"n_layer": 2, "n_head": 2, "n_embd": 64, "block_size": 128}
+    data = {"path": "", "worlds": ICL_WORLDS, "world_bytes": 300_000 if quick else 2_000_000}
+    return load_config(overrides=[f"out={out!r}", *overrides], train=train, model=model, data=data)
+
+
+def _markov_world(run: dict):
+    for name, _, knobs in parse_spec(run["data"]["worlds"]):
+        if name == "markov_icl":
+            return make_world(name, **{"seed": run["data"].get("world_seed", 0), **knobs})
+    raise ValueError("the run has no markov_icl world")
+
+
+def held_out_markov(run: dict, tokenizer, n_docs: int) -> tuple[list[str], dict]:
+    """The first n_docs held-out markov_icl documents of the run's validation split (never in training), and
+    the three references in nats per symbol over the measured symbols."""
+    data = config_from_dict({"data": run["data"]}).data
+    docs = [d["text"] for d in prepare_corpus(data, tokenizer, log=lambda *a: None).val_world_docs if d["world"] == "markov_icl"]
+    docs = docs[:n_docs]
+    world = _markov_world(run)
+    refs = {name: 0.0 for name in ("uniform", "unigram", "bayes")}
+    for text in docs:
+        for name, lps in world.reference_log_probs(text).items():
+            refs[name] -= sum(lps[FIRST_MEASURED:]) / (len(text) - FIRST_MEASURED)
+    return docs, {name: v / len(docs) for name, v in refs.items()}
+
+
+def markov_loss(model, tokenizer, docs: list[str]) -> float:
+    """The model's mean loss in nats per symbol on the measured symbols of each document (read from end-of-text)."""
+    eot = tokenizer.eot_id
+    scores = score_continuations(model, [[eot]] * len(docs), [tokenizer.encode(d) for d in docs])
+    return float(np.mean([-float(s.logprobs[FIRST_MEASURED:].mean()) for s in scores]))
+
+
+def measure(model, tokenizer, docs: list[str], windows: torch.Tensor, tasks: list) -> dict:
+    """One point of the curve: markov loss, head scores, icl_mapping accuracy at each k."""
+    model.eval()
+    heads = head_scores(model, windows, tokenizer.eot_id)
+    mapping = {}
+    for k in SHOTS:
+        r = evaluate_task(model, tokenizer, tasks[0], k)
+        mapping[str(k)] = {"accuracy": r["mc_accuracy"]["mean"], "se": r["mc_accuracy"]["se"], "n": r["n"]}
+    return {"markov_loss": markov_loss(model, tokenizer, docs), "heads": heads.to_dict(), "icl_mapping": mapping}
+
+
+def icl_over_training(run_dir: str | Path, n_docs: int = 64, n_items: int = 64, log=print) -> dict:
+    """The initial model (step 0, rebuilt from the run's seed) and every checkpoint, measured by `measure`."""
+    paths = list_checkpoints(run_dir)
+    if not paths:
+        raise ValueError(f"{run_dir}: no checkpoints")
+    first = load_checkpoint(paths[0])
+    run, tokenizer = first.config["run"], first.tokenizer
+    docs, references = held_out_markov(run, tokenizer, n_docs)
+    eot = tokenizer.eot_id
+    windows = torch.tensor([[eot] + tokenizer.encode(d) for d in docs])[:, : first.model.cfg.block_size]
+    tasks = [get_task("icl_mapping", n_items, 1234)]
+    initial = initial_model(model_config_from(first.config, str(paths[0])), run["train"]["seed"])
+    rows = [{"step": 0, "tokens": 0, **measure(initial, tokenizer, docs, windows, tasks)}]
+    for path in paths:
+        ckpt = load_checkpoint(path)
+        rows.append({"step": ckpt.config["step"], "tokens": ckpt.config["tokens_seen"],
+                     **measure(ckpt.model, tokenizer, docs, windows, tasks)})
+        log(f"step {rows[-1]['step']:>5}  markov loss {rows[-1]['markov_loss']:.4f}  "
+            f"icl_mapping k=8 {rows[-1]['icl_mapping']['8']['accuracy']:.2f}")
+    return {"references": references, "n_docs": len(docs), "n_items": n_items, "rows": rows}
+
+
+def _first_at_or_below(values: list[float], level: float) -> int | None:
+    return next((i for i, v in enumerate(values) if v <= level), None)
+
+
+def _best_final(rows: list[dict], score: str) -> tuple[int, int]:
+    """(layer, head) with the highest `score` at the last checkpoint."""
+    final = np.array(rows[-1]["heads"][score], dtype=float)
+    return divmod(int(np.nanargmax(final)), final.shape[1])
+
+
+def find_transition(curve: dict) -> dict:
+    """The phase change, read off `icl_over_training`'s rows.
+
+    loss_window: from the last checkpoint above the in-context unigram level to the first at or below
+    halfway from it to the floor (None if the loss never gets there). The best head is the one with the
+    highest final statistical induction score; its sharpest rise is the checkpoint interval with the
+    largest gain (the previous-token head is the one with the highest final previous-token score).
+    `checks` holds each target with its measured value and whether it was met.
+    """
+    rows, refs = curve["rows"], curve["references"]
+    steps = [r["step"] for r in rows]
+    loss = [r["markov_loss"] for r in rows]
+    half = refs["bayes"] + (refs["unigram"] - refs["bayes"]) / 2
+    i_unigram, i_half = _first_at_or_below(loss, refs["unigram"]), _first_at_or_below(loss, half)
+    loss_window = None
+    if i_unigram is not None and i_half is not None:
+        loss_window = [steps[max(0, i_unigram - 1)], steps[i_half]]
+    layer, head = _best_final(rows, "statistical")
+    prev_layer, prev_head = _best_final(rows, "previous_token")
+    series = {"statistical": [r["heads"]["statistical"][layer][head] for r in rows],
+              "previous_token": [r["heads"]["previous_token"][prev_layer][prev_head] for r in rows]}
+    baseline = rows[-1]["heads"]["statistical_baseline"]
+    gains = np.diff(series["statistical"])
+    j = int(np.argmax(gains))
+    sharpest = [steps[j], steps[j + 1]]
+    inside = loss_window is not None and loss_window[0] <= sharpest[0] and sharpest[1] <= loss_window[1]
+    start, end = series["statistical"][0], series["statistical"][-1]
+    excess = loss[-1] - refs["bayes"]
+    k0, k8 = (rows[-1]["icl_mapping"][str(k)] for k in SHOTS)
+    chance = 1 / 8
+    chance_bound = chance + 2 * math.sqrt(chance * (1 - chance) / k0["n"])
+    checks = [
+        {"claim": "markov_icl loss reaches the Bayes floor", "measure": "excess over the floor at the end (nats/symbol)",
+         "value": excess, "threshold": f"<= {EXCESS_TARGET}", "met": excess <= EXCESS_TARGET},
+        {"claim": "a statistical induction head forms", "measure": "best head's score at the start -> at the end",
+         "value": [start, end], "threshold": f"start <= baseline {baseline:.2f} + {NEAR_BASELINE}, end >= {INDUCTION_FORMED}",
+         "met": start <= baseline + NEAR_BASELINE and end >= INDUCTION_FORMED},
+        {"claim": "the head forms at the loss drop", "measure": "its sharpest rise (steps) inside the loss window (steps)",
+         "value": [sharpest, loss_window], "threshold": "inside", "met": inside},
+        {"claim": "the model learns a mapping from its prompt", "measure": "icl_mapping accuracy with 8 shots",
+         "value": k8["accuracy"], "threshold": f">= {MAPPING_TARGET}", "met": k8["accuracy"] >= MAPPING_TARGET},
+        {"claim": "and not from training", "measure": "icl_mapping accuracy with 0 shots",
+         "value": k0["accuracy"], "threshold": f"<= chance + 2 s.e. ({chance_bound:.3f})", "met": k0["accuracy"] <= chance_bound},
+    ]
+    return {"head": [layer, head], "previous_token_head": [prev_layer, prev_head], "series": series,
+            "baseline": baseline, "sharpest_rise": sharpest,
+            "loss_window": loss_window, "inside": inside, "start": start, "end": end, "excess": excess,
+            "formed": checks[1]["met"], "checks": checks}
+
+
+def describe_transition(t: dict) -> str:
+    """What the run shows, in words, from the numbers `find_transition` computed."""
+    layer, head = t["head"]
+    if t["loss_window"] is None:
+        loss = "The loss never fell from the in-context unigram level to halfway to the floor."
+    else:
+        loss = (f"The loss fell from the in-context unigram level to halfway to the floor between steps "
+                f"{t['loss_window'][0]} and {t['loss_window'][1]}.")
+    head_text = (f"The statistical induction score of layer {layer}, head {head} went from {t['start']:.2f} (even attention: "
+                 f"{t['baseline']:.2f}) to {t['end']:.2f}, rising fastest between steps {t['sharpest_rise'][0]} and "
+                 f"{t['sharpest_rise'][1]}")
+    if t["formed"] and t["inside"]:
+        verdict = ", inside that window: the head formed at the loss drop, a phase change."
+    elif t["formed"]:
+        verdict = ", outside that window: the head formed, but not at the loss drop."
+    else:
+        verdict = ": no statistical induction head formed."
+    return f"{loss} {head_text}{verdict}"
+
+
+def icl_summary(curve: dict, transition: dict) -> dict:
+    """The headline figures for summary.json."""
+    final = curve["rows"][-1]["icl_mapping"]
+    return {"markov_excess_nats": transition["excess"], "induction_start": transition["start"],
+            "induction_end": transition["end"], "induction_baseline": transition["baseline"],
+            "induction_head": transition["head"], "sharpest_rise_steps": transition["sharpest_rise"],
+            "loss_window_steps": transition["loss_window"], "icl_mapping_k0": final["0"]["accuracy"],
+            "icl_mapping_k8": final["8"]["accuracy"], "checks": transition["checks"]}
+
+
+def run_icl_study(out: str | Path = "runs/icl", quick: bool = False, log=print) -> dict:
+    """Train the run (resuming one left unfinished) and measure it.
+
+    {"params", "steps", "train_s", "curve" (icl_over_training), "transition" (find_transition), "summary" (icl_summary)}.
+    """
+    cfg = icl_config(str(out), quick)
+    cfg.train.progress = False
+    result = train(cfg, resume=True, log=log)
+    log("measuring in-context learning over the checkpoints")
+    curve = icl_over_training(out, n_docs=16 if quick else 64, n_items=16 if quick else 64, log=log)
+    transition = find_transition(curve)
+    final = load_checkpoint(result.checkpoint).config
+    return {"params": final["params"], "steps": final["step"], "train_s": result.metrics[-1]["train_s"],
+            "curve": curve, "transition": transition, "summary": icl_summary(curve, transition)}

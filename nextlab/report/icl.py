@@ -1,0 +1,84 @@
+"""The in-context learning section: the phase change on one step axis, and the checks against the targets."""
+
+from __future__ import annotations
+
+import html
+
+from nextlab.icl import describe_transition
+from nextlab.report.page import Section, figure_png
+
+REFERENCE_STYLE = {"uniform": ("uniform", ":"), "unigram": ("in-context unigram", "--"), "bayes": ("Bayes floor", "-")}
+
+
+def _value(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    if isinstance(v, list):
+        return " -> ".join(_value(x) for x in v) if all(isinstance(x, float) for x in v) else html.escape(str(v))
+    return html.escape(str(v))
+
+
+def checks_table(checks: list[dict]) -> str:
+    rows = "".join(
+        f"<tr><td>{html.escape(c['claim'])}</td><td>{html.escape(c['measure'])}</td><td>{_value(c['value'])}</td>"
+        f"<td>{html.escape(c['threshold'])}</td><td>{'met' if c['met'] else '<b>not met</b>'}</td></tr>" for c in checks)
+    return f"<table><tr><th>claim</th><th>measure</th><th>value</th><th>target</th><th></th></tr>{rows}</table>"
+
+
+def phase_change_figure(curve: dict, transition: dict) -> str:
+    """Loss with its references (top), the heads and icl_mapping accuracy (bottom), on one step axis."""
+    import matplotlib.pyplot as plt
+
+    rows, refs = curve["rows"], curve["references"]
+    steps = [r["step"] for r in rows]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6.4), sharex=True, gridspec_kw={"height_ratios": [1, 1.2]})
+    top.plot(steps, [r["markov_loss"] for r in rows], "o-", ms=3, color="k", label="model")
+    for name, (label, style) in REFERENCE_STYLE.items():
+        top.axhline(refs[name], ls=style, color="C3", lw=1, label=f"{label} {refs[name]:.3f}")
+    top.set_ylim(refs["bayes"] - 0.03, refs["uniform"] + 0.08)  # the first steps sit far above uniform
+    top.set_ylabel("markov_icl loss\n(nats / symbol)")
+    top.legend(fontsize=7, loc="upper right")
+    layer, head = transition["head"]
+    series = transition["series"]
+    bottom.plot(steps, series["statistical"], "o-", ms=3, color="C0", label=f"statistical induction, layer {layer} head {head}")
+    bottom.plot(steps, [r["heads"]["statistical_baseline"] for r in rows], "--", lw=1, color="C0", label="its even-attention baseline")
+    bottom.plot(steps, series["previous_token"], "s-", ms=2, color="C2",
+                label="previous token, layer {}, head {}".format(*transition["previous_token_head"]))
+    bottom.plot(steps, [r["heads"]["previous_token_baseline"] for r in rows], "--", lw=1, color="C2")
+    for k, color in (("0", "C7"), ("8", "C1")):
+        bottom.plot(steps, [r["icl_mapping"][k]["accuracy"] for r in rows], "^-", ms=3, color=color, label=f"icl_mapping accuracy, k = {k}")
+    bottom.axhline(1 / 8, ls=":", color="C7", lw=1, label="chance (8 choices)")
+    bottom.set_ylim(0, 1)
+    bottom.set_ylabel("score / accuracy")
+    bottom.set_xlabel("training step")
+    bottom.legend(fontsize=7, loc="center right")
+    for ax in (top, bottom):
+        if transition["loss_window"]:
+            ax.axvspan(*transition["loss_window"], color="C3", alpha=0.1)
+        ax.grid(alpha=0.3)
+    bottom.axvspan(*transition["sharpest_rise"], color="C0", alpha=0.15)
+    fig.tight_layout()
+    png = figure_png(fig)
+    plt.close(fig)
+    return f'<img alt="in-context learning forming" src="data:image/png;base64,{png}">'
+
+
+def icl_section(study: dict) -> Section:
+    curve, t = study["curve"], study["transition"]
+    refs = curve["references"]
+    body = (
+        "<p>A model trained only to predict the next token learns to learn from its prompt. A separate small run "
+        f"({study['params']:,} parameters, {study['steps']} steps, {study['train_s']:.0f} s) trains on two worlds whose "
+        "generator changes with every document, so nothing about any one document can be memorized: "
+        "<code>markov_icl</code> draws a fresh Markov chain over three symbols per document, and <code>recall</code> a "
+        "fresh key -> value mapping shown as repeating pairs. Predicting the chain's next symbol as well as possible means "
+        "counting, in context, what followed the current symbol before: the entropy floor <i>is</i> the Bayes-optimal "
+        f"in-context learner ({refs['bayes']:.3f} nats/symbol), below the in-context unigram predictor "
+        f"({refs['unigram']:.3f}) and uniform guessing ({refs['uniform']:.3f}). Measured at every checkpoint on "
+        f"{curve['n_docs']} held-out documents: the loss, every attention head's share of attention on the tokens that "
+        "followed earlier occurrences of the current token (statistical induction, Edelman et al., 2024) and on the "
+        "previous token, each beside what even attention would give; and <code>icl_mapping</code> (a fresh letter-to-digit "
+        f"mapping per item, {curve['n_items']} items) with no examples and with 8.</p>"
+        f"{phase_change_figure(curve, t)}<p><b>{html.escape(describe_transition(t))}</b></p>{checks_table(t['checks'])}"
+    )
+    return Section("In-context learning forms", body)
