@@ -1,10 +1,13 @@
 """The command line as a user meets it: real processes, exit codes and one-line errors."""
 
+import html
 import json
 import shutil
 
 import pytest
 from conftest import run_cli, tiny_args
+
+from nextlab.icl import STUDY_FILE, describe_transition
 
 
 def assert_one_line_error(result, *fragments):
@@ -139,11 +142,21 @@ def test_demo_quick_writes_report(tmp_path):
     r = run_cli("demo", "--quick", "--out", str(tmp_path / "demo"), timeout=600)
     assert r.returncode == 0, r.stderr
     page = (tmp_path / "demo" / "report.html").read_text()
-    for title in ("Model", "Loss curve", "Samples", "Surprisal of held-out text", "Prediction is compression",
-                  "The model models what produced the text", "Scale does the heavy lifting",
+    for title in ("Model", "Loss curve", "In-context learning forms", "Samples", "Surprisal of held-out text",
+                  "Prediction is compression", "The model models what produced the text", "Scale does the heavy lifting",
                   "Instruction tuning reshapes the distribution"):
         assert f"<h2>{title}</h2>" in page
     assert "data:image/png;base64," in page and "bits</span>" in page
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert summary["demo_seconds"] > 0
+    icl = summary["icl"]
+    for key in ("markov_excess_nats", "induction_start", "induction_end", "icl_mapping_k0", "icl_mapping_k8"):
+        assert isinstance(icl[key], float), key
+    assert [c["claim"] for c in icl["checks"]] and all(isinstance(c["met"], bool) for c in icl["checks"])
+    # the report states what the run computed: the sentence and every check's verdict
+    study = json.loads((tmp_path / "demo" / "icl" / STUDY_FILE).read_text())
+    assert study["summary"]["checks"] == icl["checks"]
+    assert html.escape(describe_transition(study["transition"])) in page
 
 
 def test_existing_run_needs_resume(tiny_checkpoint, corpus_file, tmp_path):
