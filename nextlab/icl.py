@@ -30,6 +30,7 @@ import torch
 from nextlab.checkpoint import list_checkpoints, load_checkpoint, model_config_from
 from nextlab.config import RunConfig, config_from_dict, load_config
 from nextlab.data import prepare_corpus
+from nextlab.errors import NextlabError
 from nextlab.evals import evaluate_task, get_task
 from nextlab.probe.heads import head_scores
 from nextlab.sample import score_continuations
@@ -95,13 +96,13 @@ def markov_loss(model, tokenizer, docs: list[str]) -> float:
     return float(np.mean([-float(s.logprobs[FIRST_MEASURED:].mean()) for s in scores]))
 
 
-def measure(model, tokenizer, docs: list[str], windows: torch.Tensor, tasks: list) -> dict:
+def measure(model, tokenizer, docs: list[str], windows: torch.Tensor, mapping_task) -> dict:
     """One point of the curve: markov loss, head scores, icl_mapping accuracy at each k."""
     model.eval()
     heads = head_scores(model, windows, tokenizer.eot_id)
     mapping = {}
     for k in SHOTS:
-        r = evaluate_task(model, tokenizer, tasks[0], k)
+        r = evaluate_task(model, tokenizer, mapping_task, k)
         mapping[str(k)] = {"accuracy": r["mc_accuracy"]["mean"], "se": r["mc_accuracy"]["se"], "n": r["n"]}
     return {"markov_loss": markov_loss(model, tokenizer, docs), "heads": heads.to_dict(), "icl_mapping": mapping}
 
@@ -110,19 +111,19 @@ def icl_over_training(run_dir: str | Path, n_docs: int = 64, n_items: int = 64, 
     """The initial model (step 0, rebuilt from the run's seed) and every checkpoint, measured by `measure`."""
     paths = list_checkpoints(run_dir)
     if not paths:
-        raise ValueError(f"{run_dir}: no checkpoints")
+        raise NextlabError(f"{run_dir}: no checkpoints to measure")
     first = load_checkpoint(paths[0])
     run, tokenizer = first.config["run"], first.tokenizer
     docs, references = held_out_markov(run, tokenizer, n_docs)
     eot = tokenizer.eot_id
     windows = torch.tensor([[eot] + tokenizer.encode(d) for d in docs])[:, : first.model.cfg.block_size]
-    tasks = [get_task("icl_mapping", n_items, 1234)]
+    task = get_task("icl_mapping", n_items, 1234)
     initial = initial_model(model_config_from(first.config, str(paths[0])), run["train"]["seed"])
-    rows = [{"step": 0, "tokens": 0, **measure(initial, tokenizer, docs, windows, tasks)}]
+    rows = [{"step": 0, "tokens": 0, **measure(initial, tokenizer, docs, windows, task)}]
     for path in paths:
         ckpt = load_checkpoint(path)
         rows.append({"step": ckpt.config["step"], "tokens": ckpt.config["tokens_seen"],
-                     **measure(ckpt.model, tokenizer, docs, windows, tasks)})
+                     **measure(ckpt.model, tokenizer, docs, windows, task)})
         log(f"step {rows[-1]['step']:>5}  markov loss {rows[-1]['markov_loss']:.4f}  "
             f"icl_mapping k=8 {rows[-1]['icl_mapping']['8']['accuracy']:.2f}")
     return {"references": references, "n_docs": len(docs), "n_items": n_items, "rows": rows}
