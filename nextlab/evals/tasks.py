@@ -12,7 +12,11 @@ correct). Built-in tasks cut held-out world documents at the answer:
     icl_mapping   a fresh random letter -> digit mapping per item, shown only in the shots: "e2h4c7e" -> "2"
 
 The world tasks use the same world knobs and seed as the model's training data
-(pass `world_spec`), and draw their documents with a separate seed.
+(pass `world_spec`). Held out means never trained on: an in-distribution task
+draws its items from the world's held-out part (`worlds.base.Part`), which the
+training corpus never samples, and its shots from the training part. The OOD
+tasks draw from outside the training world's support altogether (more digits,
+deeper nesting, longer chains, people whose Q/A lines never appear).
 
 Few-shot examples come from a pool of solved items disjoint from the evaluated
 ones. World shots are whole documents separated by end-of-text, exactly as
@@ -30,6 +34,7 @@ from pathlib import Path
 
 from nextlab.data import read_jsonl
 from nextlab.errors import NextlabError
+from nextlab.worlds.base import EmptyPart, Part
 from nextlab.worlds.registry import WorldSpecError, make_world, parse_spec
 
 SHOT_POOL = 16  # solved items kept per task for few-shot prompts
@@ -66,23 +71,41 @@ def _cut(text: str, span) -> Item:
     return Item(text[:start], text[start:end])
 
 
-def _world_items(world, rng: random.Random, n: int, make_item, keep=lambda doc: True, limit: int = 200_000) -> list[Item]:
-    items, seen = [], set()
-    for _ in range(limit):
-        if len(items) == n:
-            break
+def _world_items(world, rng: random.Random, n: int, make_item, keep=lambda doc: True, patience: int = 10_000) -> list[Item]:
+    """Up to n distinct items, drawn until there are n or `patience` draws in a row bring nothing new."""
+    items, seen, idle = [], set(), 0
+    while len(items) < n and idle < patience:
         doc = world.sample(rng)
+        idle += 1
         if doc.text in seen or not keep(doc):
             continue
         seen.add(doc.text)
         item = make_item(doc)
         if item is not None:
             items.append(item)
+            idle = 0
     return items
 
 
-def world_task(name: str, n: int, seed: int = 1234, world_spec: dict | None = None, world_seed: int = 0) -> Task:
-    """A built-in task (see the module docstring) with n items and a disjoint pool of shots."""
+def _split_items(world, rng: random.Random, n: int, make_item, keep, part: str | None) -> tuple[list[Item], list[Item]]:
+    """(items, shots): for part "heldout", items from the held-out part and shots from the training part;
+    otherwise both from the training part ("train") or from the whole world (None)."""
+    if part != "heldout":
+        items = _world_items(Part(world, heldout=False) if part == "train" else world, rng, n + SHOT_POOL, make_item, keep)
+        return items[SHOT_POOL:], items[:SHOT_POOL]
+    items = _world_items(Part(world, heldout=True), rng, n, make_item, keep)
+    return items, _world_items(Part(world, heldout=False), rng, SHOT_POOL, make_item, keep)
+
+
+def world_task(name: str, n: int, seed: int = 1234, world_spec: dict | None = None, world_seed: int = 0,
+               part: str = "heldout") -> Task:
+    """A built-in task (see the module docstring) with n items and a disjoint pool of shots.
+
+    part="train" draws the items of an in-distribution task from the training part instead: for
+    instruction tuning, which trains on its items (they are in the pretraining distribution already).
+    """
+    if part not in ("heldout", "train"):
+        raise NextlabError(f"part must be 'heldout' or 'train', got {part!r}")
     base, _, split = name.partition("_")
     knobs = _world_knobs(world_spec, base, world_seed)
     rng = random.Random(seed)
@@ -135,15 +158,20 @@ def world_task(name: str, n: int, seed: int = 1234, world_spec: dict | None = No
         if make_item is None or (split and split != "ood") or (split == "ood" and base not in OOD_WORLDS):
             raise NextlabError(f"unknown task {name!r}; known tasks: {', '.join(BUILTIN_TASKS)}")
         world = make_world(base, **knobs)
+        # out of distribution the whole world lies outside the training support; hmm's task is next-symbol, not items
+        items, shots = _split_items(world, rng, n, make_item, keep, part if not split and hasattr(world, "item_hash") else None)
     except WorldSpecError as e:
         raise NextlabError(f"task {name!r}: {e}") from None
-    items = _world_items(world, rng, n + SHOT_POOL, make_item, keep)
-    if len(items) <= SHOT_POOL:
-        raise NextlabError(f"task {name!r}: the world produced only {len(items)} distinct items, {n + SHOT_POOL} needed")
-    if len(items) < n + SHOT_POOL:  # a small finite world (e.g. facts: 4 Q/A per person) has no more to give
-        warnings.warn(f"{name} has only {len(items) - SHOT_POOL} distinct items; using them all", stacklevel=2)
-    description = f"held-out {base} documents" + (" (out of distribution)" if split else "")
-    return Task(name, items[SHOT_POOL:], items[:SHOT_POOL], description=description)
+    except EmptyPart as e:
+        raise NextlabError(f"task {name!r}: {e}") from None
+    if not items or len(shots) < SHOT_POOL:
+        raise NextlabError(f"task {name!r}: the world produced only {len(items)} distinct items and {len(shots)} shots; "
+                           f"{n} and {SHOT_POOL} needed")
+    if len(items) < n:  # a small finite world (e.g. facts: 640 Q/A lines, a tenth held out) has no more to give
+        warnings.warn(f"{name} has only {len(items)} distinct items; using them all", stacklevel=2)
+    drawn_from = "training-part" if part == "train" and not split else "held-out"
+    description = f"{drawn_from} {base} documents" + (" (out of distribution)" if split else "")
+    return Task(name, items, shots, description=description)
 
 
 def icl_mapping_task(n: int, seed: int = 1234, n_symbols: int = 8) -> Task:
@@ -208,12 +236,13 @@ BUILTIN_TASKS = ("arithmetic", "programs", "translation", "facts", "arguments", 
 )
 
 
-def get_task(name: str, n: int, seed: int = 1234, world_spec: dict | None = None, world_seed: int = 0) -> Task:
-    """A built-in task by name, or a JSONL task file by path."""
+def get_task(name: str, n: int, seed: int = 1234, world_spec: dict | None = None, world_seed: int = 0,
+             part: str = "heldout") -> Task:
+    """A built-in task by name (its items from the world's held-out `part`, or "train": see world_task), or a JSONL task file by path."""
     if name not in BUILTIN_TASKS and (name.endswith(".jsonl") or Path(name).is_file()):
         task = load_jsonl_task(name)
         task.items = task.items[:n]
         return task
     if name not in BUILTIN_TASKS:
         raise NextlabError(f"unknown task {name!r}; known tasks: {', '.join(BUILTIN_TASKS)} (or a .jsonl file)")
-    return world_task(name, n, seed, world_spec, world_seed)
+    return world_task(name, n, seed, world_spec, world_seed, part)

@@ -97,7 +97,8 @@ def parse(task: str, prompt: str) -> dict:
 
 def world_examples(tasks: list[str], n_per_task: int, split: str = "train", seed: int = 0,
                    world_spec: dict | None = None, world_seed: int = 0) -> list[Example]:
-    """n_per_task requests per task, phrased with the split's templates, from held-out world documents.
+    """n_per_task requests per task, phrased with the split's templates, from world documents: the "train"
+    split's from each world's training part, the "heldout" split's from its held-out part (never trained on).
 
     `world_spec` and `world_seed` should be the checkpoint's own (its training data), so the
     questions are about the same worlds (the same people, the same language) the model learned.
@@ -109,8 +110,9 @@ def world_examples(tasks: list[str], n_per_task: int, split: str = "train", seed
     for task in tasks:
         if task not in TEMPLATES:
             raise NextlabError(f"unknown instruction task {task!r}; known: {', '.join(TASKS)}")
-        # a different item seed per split: held-out requests are new items as well as new phrasings
-        items = get_task(task, n_per_task, seed=seed * 2 + (split == "heldout") + 7, world_spec=world_spec, world_seed=world_seed).items
+        # held-out requests are new items as well as new phrasings: tuning trains on the worlds' training part only
+        items = get_task(task, n_per_task, seed=seed * 2 + (split == "heldout") + 7, world_spec=world_spec, world_seed=world_seed,
+                         part="heldout" if split == "heldout" else "train").items
         templates = TEMPLATES[task][split]
         for item in items:
             k = rng.randrange(len(templates))

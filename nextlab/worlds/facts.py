@@ -25,6 +25,13 @@ evaluation: a model that learned the Q/A format from other people and read the h
 people's biographies can answer them only by extracting knowledge from the biographies.
 Their log_prob under this world is -inf.
 
+Held-out split (see `base`): the items are the Q/A lines of the people not held out,
+keyed by their question (the prompt `Q: ... A: `); a tenth of them (HELDOUT_SHARE)
+are never trained on and make the `facts` task, asking what a biography stated and
+other Q/A lines about the same person did not. Biographies are never items: they are
+what the model must learn from, so they all stay in training. The support is finite,
+so P(held-out part) is summed exactly over it.
+
 log_prob is exact: at construction every document the world can produce is rendered once
 and its probability summed over all (kind, person, template or attribute) choices that
 render to that text, so coincidences of text (were any to occur) are summed over, not
@@ -56,7 +63,7 @@ import math
 import random
 import string
 
-from nextlab.worlds.base import NEG_INF, Document, logsumexp
+from nextlab.worlds.base import NEG_INF, Document, exact_heldout_mass, hash64, logsumexp
 
 ATTRIBUTES = ("birth_city", "birth_year", "employer", "field")
 
@@ -222,6 +229,15 @@ class Facts:
         if not isinstance(text, str):
             return NEG_INF
         return self._log_probs.get(text, NEG_INF)
+
+    def item_hash(self, text: str) -> int | None:
+        """Q/A lines hash by their question; biographies are not items (None)."""
+        if not isinstance(text, str) or not text.startswith("Q: ") or " A: " not in text:
+            return None
+        return hash64(text[: text.index(" A: ") + len(" A: ")])
+
+    def heldout_mass(self) -> float:
+        return exact_heldout_mass(self, self._log_probs)
 
     def support(self) -> dict[str, float]:
         """Every producible text with its log-probability."""

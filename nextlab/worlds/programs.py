@@ -101,6 +101,11 @@ Latents:
 Besides sample and log_prob: `parse(text)` gives the Document with these latents
 for any producible text (None otherwise), and `support()` lists every producible
 text with its log-probability for configurations small enough to enumerate.
+
+Held-out split (see `base`): the item is the program, the text up to the answer
+(`...# prints `), which determines the answer. There are far too many programs to
+enumerate, so P(held-out part) is estimated from 20,000 draws
+(base.estimated_heldout_mass: standard error 0.002, negligible in the floor).
 """
 
 from __future__ import annotations
@@ -110,7 +115,7 @@ import operator
 import random
 import re
 
-from nextlab.worlds.base import NEG_INF, Document, logsumexp
+from nextlab.worlds.base import NEG_INF, Document, estimated_heldout_mass, hash64, logsumexp
 
 VAR_NAMES = "xyzabcdepqrstuvw"
 FUNC_NAMES = "fgh"
@@ -123,6 +128,7 @@ KINDS = ASSIGN_KINDS + ("if", "for", "def")
 DEFAULT_WEIGHTS = {"const": 1.0, "copy": 0.5, "arith": 3.0, "call": 1.0, "if": 1.0, "for": 1.0, "def": 0.7}
 OPERAND_KINDS = ("var", "const")
 INDENT = "    "
+ANSWER_MARK = "# prints "
 
 _ARITH = {"+": operator.add, "-": operator.sub, "*": operator.mul}
 _COMPARE = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq, "!=": operator.ne}
@@ -518,6 +524,15 @@ class Programs:
     def log_prob(self, text: str) -> float:
         replay = self._replay(text)
         return NEG_INF if replay is None else replay[0].logp
+
+    def item_hash(self, text: str) -> int | None:
+        """The hash of the program, the text up to and including "# prints "."""
+        if not isinstance(text, str) or ANSWER_MARK not in text:
+            return None
+        return hash64(text[: text.rindex(ANSWER_MARK) + len(ANSWER_MARK)])
+
+    def heldout_mass(self) -> float:
+        return estimated_heldout_mass(self)
 
     def parse(self, text: str) -> Document | None:
         """The document (with its latents) for a text this world can produce, else None."""

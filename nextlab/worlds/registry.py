@@ -2,6 +2,7 @@
 
     make_world("arithmetic", max_digits=3, seed=1)
     make_mixture({"arithmetic": 1.0, "hmm": {"weight": 2.0, "process": "mess3"}})
+    make_mixture(spec, train_only=True)   # what training draws from: no held-out task items
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import difflib
 import importlib
 
-from nextlab.worlds.base import Mixture, World
+from nextlab.worlds.base import Mixture, World, training_part
 
 # name -> (module, class); imported on first use so `nextlab` starts fast.
 WORLDS = {
@@ -61,12 +62,18 @@ def parse_spec(spec: dict) -> list[tuple[str, float, dict]]:
     return out
 
 
-def make_mixture(spec: dict, seed: int = 0) -> Mixture:
-    """A mixture from a config table; each world's structure seed defaults to `seed`."""
+def make_mixture(spec: dict, seed: int = 0, train_only: bool = False) -> Mixture:
+    """A mixture from a config table; each world's structure seed defaults to `seed`.
+
+    With train_only, each world that holds task items contributes only its training part
+    (base.Part): its held-out items are never drawn, and log_prob is renormalized to match.
+    """
     parsed = parse_spec(spec)
     if not parsed:
         raise WorldSpecError("no worlds given")
     worlds = [make_world(name, **{"seed": seed, **knobs}) for name, _, knobs in parsed]
+    if train_only:
+        worlds = [training_part(w) for w in worlds]
     return Mixture(worlds, [w for _, w, _ in parsed])
 
 
