@@ -32,11 +32,11 @@ from nextlab.config import RunConfig, config_from_dict, load_config
 from nextlab.data import prepare_corpus
 from nextlab.errors import NextlabError
 from nextlab.evals import evaluate_task, get_task
+from nextlab.probe import world_knobs
 from nextlab.probe.heads import head_scores
 from nextlab.sample import score_continuations
-from nextlab.train import initial_model, train
+from nextlab.train import initial_model, saved_run_config, train
 from nextlab.worlds import make_world
-from nextlab.worlds.registry import parse_spec
 
 # Each markov document writes its 3 symbols with 3 of recall's 8 key letters, drawn anew per document, so the
 # induction head the chains teach works for any of those letters, and recall's keys need no head of their own.
@@ -68,25 +68,23 @@ def icl_config(out: str = "runs/icl", quick: bool = False, overrides: list[str] 
     return load_config(overrides=[f"out={out!r}", *overrides], train=train, model=model, data=data)
 
 
-def _markov_world(run: dict):
-    for name, _, knobs in parse_spec(run["data"]["worlds"]):
-        if name == "markov_icl":
-            return make_world(name, **{"seed": run["data"].get("world_seed", 0), **knobs})
-    raise ValueError("the run has no markov_icl world")
-
-
-def held_out_markov(run: dict, tokenizer, n_docs: int) -> tuple[list[str], dict]:
-    """The first n_docs held-out markov_icl documents of the run's validation split (never in training), and
-    the three references in nats per symbol over the measured symbols."""
-    data = config_from_dict({"data": run["data"]}).data
-    docs = [d["text"] for d in prepare_corpus(data, tokenizer, log=lambda *a: None).val_world_docs if d["world"] == "markov_icl"]
-    docs = docs[:n_docs]
-    world = _markov_world(run)
-    refs = {name: 0.0 for name in ("uniform", "unigram", "bayes")}
-    for text in docs:
-        for name, lps in world.reference_log_probs(text).items():
-            refs[name] -= sum(lps[FIRST_MEASURED:]) / (len(text) - FIRST_MEASURED)
-    return docs, {name: v / len(docs) for name, v in refs.items()}
+def held_out_markov(config: dict, tokenizer, n_docs: int) -> tuple[list[str], dict, torch.Tensor]:
+    """From a checkpoint's config: the first n_docs held-out markov_icl documents of the run's validation split
+    (never in training), the three references in nats per symbol over the measured symbols (beside the
+    world's n_symbols, characters and whether they come from a pool), and the token ids the validation text
+    uses (what the classic induction score draws its repeated sequences from)."""
+    if "markov_icl" not in (config["run"]["data"].get("worlds") or {}):
+        raise NextlabError("the run has no markov_icl world: nothing to measure in-context learning on")
+    data = config_from_dict({"data": config["run"]["data"]}).data
+    corpus = prepare_corpus(data, tokenizer, log=lambda *a: None)
+    docs = [d["text"] for d in corpus.val_world_docs if d["world"] == "markov_icl"][:n_docs]
+    seen = torch.from_numpy(np.unique(corpus.val).astype(np.int64))
+    world = make_world("markov_icl", **world_knobs(config, "markov_icl"))
+    refs = {"n_symbols": world.n_symbols, "characters": world.characters, "pool": world.pool is not None}
+    per_doc = [world.reference_log_probs(text) for text in docs]
+    for name in ("uniform", "unigram", "bayes"):
+        refs[name] = float(np.mean([-np.mean(lps[name][FIRST_MEASURED:]) for lps in per_doc]))
+    return docs, refs, seen[seen != tokenizer.eot_id]
 
 
 def markov_loss(model, tokenizer, docs: list[str]) -> float:
@@ -96,10 +94,10 @@ def markov_loss(model, tokenizer, docs: list[str]) -> float:
     return float(np.mean([-float(s.logprobs[FIRST_MEASURED:].mean()) for s in scores]))
 
 
-def measure(model, tokenizer, docs: list[str], windows: torch.Tensor, mapping_task) -> dict:
+def measure(model, tokenizer, docs: list[str], windows: torch.Tensor, pool: torch.Tensor, mapping_task) -> dict:
     """One point of the curve: markov loss, head scores, icl_mapping accuracy at each k."""
     model.eval()
-    heads = head_scores(model, windows, tokenizer.eot_id)
+    heads = head_scores(model, windows, tokenizer.eot_id, pool=pool)
     mapping = {}
     for k in SHOTS:
         r = evaluate_task(model, tokenizer, mapping_task, k)
@@ -113,20 +111,21 @@ def icl_over_training(run_dir: str | Path, n_docs: int = 64, n_items: int = 64, 
     if not paths:
         raise NextlabError(f"{run_dir}: no checkpoints to measure")
     first = load_checkpoint(paths[0])
-    run, tokenizer = first.config["run"], first.tokenizer
-    docs, references = held_out_markov(run, tokenizer, n_docs)
+    tokenizer = first.tokenizer
+    docs, references, pool = held_out_markov(first.config, tokenizer, n_docs)
     eot = tokenizer.eot_id
     windows = torch.tensor([[eot] + tokenizer.encode(d) for d in docs])[:, : first.model.cfg.block_size]
     task = get_task("icl_mapping", n_items, 1234)
-    initial = initial_model(model_config_from(first.config, str(paths[0])), run["train"]["seed"])
-    rows = [{"step": 0, "tokens": 0, **measure(initial, tokenizer, docs, windows, task)}]
+    initial = initial_model(model_config_from(first.config, str(paths[0])), first.config["run"]["train"]["seed"])
+    rows = [{"step": 0, "tokens": 0, **measure(initial, tokenizer, docs, windows, pool, task)}]
     for path in paths:
         ckpt = load_checkpoint(path)
         rows.append({"step": ckpt.config["step"], "tokens": ckpt.config["tokens_seen"],
-                     **measure(ckpt.model, tokenizer, docs, windows, task)})
+                     **measure(ckpt.model, tokenizer, docs, windows, pool, task)})
         log(f"step {rows[-1]['step']:>5}  markov loss {rows[-1]['markov_loss']:.4f}  "
             f"icl_mapping k=8 {rows[-1]['icl_mapping']['8']['accuracy']:.2f}")
-    return {"references": references, "n_docs": len(docs), "n_items": n_items, "rows": rows}
+    return {"references": references, "n_docs": len(docs), "n_items": n_items, "chance": 1 / len(task.items[0].choices),
+            "first_measured": FIRST_MEASURED, "worlds": first.config["run"]["data"]["worlds"], "rows": rows}
 
 
 def _first_at_or_below(values: list[float], level: float) -> int | None:
@@ -142,11 +141,12 @@ def _best_final(rows: list[dict], score: str) -> tuple[int, int]:
 def find_transition(curve: dict) -> dict:
     """The phase change, read off `icl_over_training`'s rows.
 
-    loss_window: from the last checkpoint above the in-context unigram level to the first at or below
-    halfway from it to the floor (None if the loss never gets there). The best head is the one with the
-    highest final statistical induction score; its sharpest rise is the checkpoint interval with the
-    largest gain (the previous-token head is the one with the highest final previous-token score).
-    `checks` holds each target with its measured value and whether it was met.
+    loss_window: from the checkpoint before the first at or below the in-context unigram level to the first
+    at or below halfway from it to the floor (None if the loss never gets there). The best head is the one
+    with the highest final statistical induction score; its sharpest rise is the checkpoint interval with
+    the largest gain, and rise_share that gain's share of the head's whole rise (the previous-token head is
+    the one with the highest final previous-token score). `checks` holds each target with its measured
+    value and whether it was met.
     """
     rows, refs = curve["rows"], curve["references"]
     steps = [r["step"] for r in rows]
@@ -160,52 +160,62 @@ def find_transition(curve: dict) -> dict:
     prev_layer, prev_head = _best_final(rows, "previous_token")
     series = {"statistical": [r["heads"]["statistical"][layer][head] for r in rows],
               "previous_token": [r["heads"]["previous_token"][prev_layer][prev_head] for r in rows]}
-    baseline = rows[-1]["heads"]["statistical_baseline"]
     gains = np.diff(series["statistical"])
     j = int(np.argmax(gains))
     sharpest = [steps[j], steps[j + 1]]
-    inside = loss_window is not None and loss_window[0] <= sharpest[0] and sharpest[1] <= loss_window[1]
     start, end = series["statistical"][0], series["statistical"][-1]
-    excess = loss[-1] - refs["bayes"]
-    k0, k8 = (rows[-1]["icl_mapping"][str(k)] for k in SHOTS)
-    chance = 1 / 8
+    t = {"head": [layer, head], "previous_token_head": [prev_layer, prev_head], "series": series,
+         "baseline": rows[-1]["heads"]["statistical_baseline"], "sharpest_rise": sharpest,
+         "rise_share": float(gains[j] / (end - start)) if end > start else None, "loss_window": loss_window,
+         "inside": loss_window is not None and loss_window[0] <= sharpest[0] and sharpest[1] <= loss_window[1],
+         "start": start, "end": end, "excess": loss[-1] - refs["bayes"]}
+    t["checks"] = _checks(t, rows[-1]["icl_mapping"], curve["chance"])
+    t["formed"] = t["checks"][1]["met"]
+    return t
+
+
+def _checks(t: dict, mapping: dict, chance: float) -> list[dict]:
+    """Each target of the in-context run: {claim, measure, value, threshold, met}."""
+    k0, k8 = (mapping[str(k)] for k in SHOTS)
     chance_bound = chance + 2 * math.sqrt(chance * (1 - chance) / k0["n"])
-    checks = [
+    formed = t["start"] <= t["baseline"] + NEAR_BASELINE and t["end"] >= INDUCTION_FORMED
+    return [
         {"claim": "markov_icl loss reaches the Bayes floor", "measure": "excess over the floor at the end (nats/symbol)",
-         "value": excess, "threshold": f"<= {EXCESS_TARGET}", "met": excess <= EXCESS_TARGET},
-        {"claim": "a statistical induction head forms", "measure": "best head's score at the start -> at the end",
-         "value": [start, end], "threshold": f"start <= baseline {baseline:.2f} + {NEAR_BASELINE}, end >= {INDUCTION_FORMED}",
-         "met": start <= baseline + NEAR_BASELINE and end >= INDUCTION_FORMED},
+         "value": t["excess"], "threshold": f"<= {EXCESS_TARGET}", "met": t["excess"] <= EXCESS_TARGET},
+        {"claim": "a statistical induction head forms", "measure": "best head's score at step 0 -> at the end",
+         "value": [t["start"], t["end"]],
+         "threshold": f"start <= baseline {t['baseline']:.2f} + {NEAR_BASELINE}, end >= {INDUCTION_FORMED}", "met": formed},
         {"claim": "the head forms at the loss drop", "measure": "its sharpest rise (steps) inside the loss window (steps)",
-         "value": [sharpest, loss_window], "threshold": "inside", "met": inside},
-        {"claim": "the model learns a mapping from its prompt", "measure": "icl_mapping accuracy with 8 shots",
+         "value": [t["sharpest_rise"], t["loss_window"]], "threshold": "inside", "met": t["inside"]},
+        {"claim": "the model learns a mapping from its prompt", "measure": f"icl_mapping accuracy with {SHOTS[1]} shots",
          "value": k8["accuracy"], "threshold": f">= {MAPPING_TARGET}", "met": k8["accuracy"] >= MAPPING_TARGET},
-        {"claim": "and not from training", "measure": "icl_mapping accuracy with 0 shots",
-         "value": k0["accuracy"], "threshold": f"<= chance + 2 s.e. ({chance_bound:.3f})", "met": k0["accuracy"] <= chance_bound},
+        {"claim": "and not from training (a sanity check: at chance by construction)",
+         "measure": f"icl_mapping accuracy with {SHOTS[0]} shots", "value": k0["accuracy"],
+         "threshold": f"<= chance {chance:.3f} + 2 s.e. = {chance_bound:.3f}", "met": k0["accuracy"] <= chance_bound},
     ]
-    return {"head": [layer, head], "previous_token_head": [prev_layer, prev_head], "series": series,
-            "baseline": baseline, "sharpest_rise": sharpest,
-            "loss_window": loss_window, "inside": inside, "start": start, "end": end, "excess": excess,
-            "formed": checks[1]["met"], "checks": checks}
 
 
 def describe_transition(t: dict) -> str:
     """What the run shows, in words, from the numbers `find_transition` computed."""
     layer, head = t["head"]
-    if t["loss_window"] is None:
+    window = t["loss_window"]
+    if window is None:
         loss = "The loss never fell from the in-context unigram level to halfway to the floor."
     else:
-        loss = (f"The loss fell from the in-context unigram level to halfway to the floor between steps "
-                f"{t['loss_window'][0]} and {t['loss_window'][1]}.")
+        loss = f"The loss fell from the in-context unigram level to halfway to the floor between steps {window[0]} and {window[1]}."
+    rise = f"{t['sharpest_rise'][0]} and {t['sharpest_rise'][1]}"
+    if t["rise_share"] is not None:
+        rise += f" ({100 * t['rise_share']:.0f}% of its whole rise)"
     head_text = (f"The statistical induction score of layer {layer}, head {head} went from {t['start']:.2f} (even attention: "
-                 f"{t['baseline']:.2f}) to {t['end']:.2f}, rising fastest between steps {t['sharpest_rise'][0]} and "
-                 f"{t['sharpest_rise'][1]}")
-    if t["formed"] and t["inside"]:
+                 f"{t['baseline']:.2f}) to {t['end']:.2f}, rising fastest between steps {rise}")
+    if not t["formed"]:
+        verdict = ": by the targets (from near even attention to at least 0.8), no statistical induction head formed."
+    elif window is None:
+        verdict = ": the head formed, but the loss never dropped that far."
+    elif t["inside"]:
         verdict = ", inside that window: the head formed at the loss drop, a phase change."
-    elif t["formed"]:
-        verdict = ", outside that window: the head formed, but not at the loss drop."
     else:
-        verdict = ": no statistical induction head formed."
+        verdict = ", outside that window: the head formed, but not at the loss drop."
     return f"{loss} {head_text}{verdict}"
 
 
@@ -215,8 +225,18 @@ def icl_summary(curve: dict, transition: dict) -> dict:
     return {"markov_excess_nats": transition["excess"], "induction_start": transition["start"],
             "induction_end": transition["end"], "induction_baseline": transition["baseline"],
             "induction_head": transition["head"], "sharpest_rise_steps": transition["sharpest_rise"],
-            "loss_window_steps": transition["loss_window"], "icl_mapping_k0": final["0"]["accuracy"],
-            "icl_mapping_k8": final["8"]["accuracy"], "checks": transition["checks"]}
+            "loss_window_steps": transition["loss_window"], "sharpest_rise_share": transition["rise_share"],
+            "icl_mapping_k0": final["0"]["accuracy"], "icl_mapping_k8": final["8"]["accuracy"], "checks": transition["checks"]}
+
+
+def _same_run(saved: RunConfig, wanted: RunConfig) -> bool:
+    """Whether a run directory's saved config is the wanted run (the vocabulary size, filled in by training, aside)."""
+    a, b = saved.to_dict(), wanted.to_dict()
+    for d in (a, b):
+        d["model"].pop("vocab_size")
+        d["train"].pop("progress")
+        d.pop("out")
+    return a == b
 
 
 def run_icl_study(out: str | Path = "runs/icl", quick: bool = False, log=print) -> dict:
@@ -226,6 +246,9 @@ def run_icl_study(out: str | Path = "runs/icl", quick: bool = False, log=print) 
     """
     cfg = icl_config(str(out), quick)
     cfg.train.progress = False
+    saved = saved_run_config(out)
+    if saved is not None and not _same_run(saved, cfg):
+        raise NextlabError(f"{out} holds another run (not the {'quick ' if quick else ''}in-context run); choose another --out")
     result = train(cfg, resume=True, log=log)
     log("measuring in-context learning over the checkpoints")
     curve = icl_over_training(out, n_docs=16 if quick else 64, n_items=16 if quick else 64, log=log)

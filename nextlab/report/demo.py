@@ -1,8 +1,8 @@
-"""The demo: train the default model on the built-in corpus and write `report.html`.
+"""The demo: train the default model on the built-in corpus and write `report.html` and `summary.json`.
 
 Runs the studies and lays out what they return, one section module each
-(training, tasks, samples, compression, probes, scaling, tuning), on the
-page from `page.py`.
+(training, tasks, in-context learning, samples, compression, probes, scaling,
+tuning), on the page from `page.py`.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def demo_config(quick: bool = False, out: str = "runs/demo") -> RunConfig:
     """The main job: the default `modern` model, byte-level, on the Python standard library and the six
     document worlds (the in-context worlds, markov_icl and recall, have a run of their own: `nextlab.icl`).
 
-    The full demo is sized for about 5 minutes on 2 CPU cores; --quick for under a minute.
+    The main model's training is sized for about 5 minutes on 2 CPU cores; --quick for seconds.
     """
     data = {"path": "stdlib", "worlds": dict.fromkeys(TRAINING_TASKS, 1.0), "world_bytes": 4_000_000}
     if quick:
@@ -106,9 +106,9 @@ def run_demo(quick: bool = False, out: str = "runs/demo", log=print) -> Path:
     names = default_tasks(ckpt.config["run"]["data"])
     n_items = 16 if quick else 64
     tasks = [get_task(name, n_items, 1234, cfg.data.worlds, cfg.data.world_seed) for name in names]
-    icl = [t for t in tasks if t.name == "icl_mapping"]
+    mapping = [t for t in tasks if t.name == "icl_mapping"]
     results = evaluate(ckpt.model, ckpt.tokenizer, [t for t in tasks if t.name != "icl_mapping"], [0, ICL_SHOTS[-1]])
-    results += evaluate(ckpt.model, ckpt.tokenizer, icl, list(ICL_SHOTS))
+    results += evaluate(ckpt.model, ckpt.tokenizer, mapping, list(ICL_SHOTS))
     log("in-context learning: a small model on markov_icl and recall")
     icl = run_icl_study(Path(out) / "icl", quick, log=log)
     log("compressing held-out text")

@@ -65,7 +65,9 @@ def tasks_section(results: list[dict], metrics_rows: list[dict]) -> Section:
         parts.append(
             "<h3>Learning from the prompt</h3><p>icl_mapping draws a fresh letter-to-digit mapping for every item, shown only "
             "in the shots: at k = 0 every model is at chance by construction, so any rise with k is learned from the "
-            f'prompt, not from training.</p><img alt="in-context learning curve" src="data:image/png;base64,{figure_png(fig)}">'
+            "prompt, not from training. This model never saw a document that rewards reading such pairs; the run in "
+            "the section on in-context learning did.</p>"
+            f'<img alt="in-context learning curve" src="data:image/png;base64,{figure_png(fig)}">'
             + results_table(icl, ("mc_accuracy", "brier", "logprob_per_char"))
         )
         plt.close(fig)

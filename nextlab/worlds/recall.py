@@ -12,9 +12,9 @@ their shots. The mapping is new
 in every document, so what training teaches is reading the document, not any mapping:
 `icl_mapping` stays a pure in-context task. A value stands right after its key, so a head
 that attends to what followed earlier occurrences of the current token (an induction head)
-reads it off. (With a space between pairs, a 2-layer model trained beside markov_icl did not
-leave its plateau on this world within 800 steps; written together, it reached 100% on
-icl_mapping with 8 shots by then.)
+reads it off. (Measured: with a space between pairs, a 2-layer model trained beside
+markov_icl was still on its plateau on this world after 800 steps; with the pairs written
+together it had left it.)
 
 Exact probability: each key costs log n_keys. A key seen before in the document has its
 value already, with certainty; a new key's value is uniform over the values no earlier
