@@ -179,3 +179,9 @@ def test_icl_out_is_a_file(tmp_path):
     assert_one_line_error(run_cli("icl", "--out", str(tmp_path / "a_file")), "--out", "is a file")
     assert_one_line_error(run_cli("icl", "--out", str(tmp_path / "a_file" / "run")), "--out", "is a file")
     assert_one_line_error(run_cli("icl", "--json", str(tmp_path / "no_dir" / "icl.json")), "--json", "no such directory")
+
+
+def test_icl_refuses_a_folder_holding_another_run(tiny_checkpoint, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_checkpoint, run)
+    assert_one_line_error(run_cli("icl", "--quick", "--out", str(run)), str(run), "holds another run")
