@@ -74,7 +74,7 @@ from __future__ import annotations
 import math
 import random
 
-from nextlab.worlds.base import NEG_INF, Document, estimated_heldout_mass, hash64, logsumexp
+from nextlab.worlds.base import NEG_INF, Document, estimated_heldout_mass, logsumexp, prompt_hash
 
 KINDS = ("reversed", "broken", "unrelated", "converse")
 MARKER = " => "
@@ -325,9 +325,7 @@ class Arguments:
 
     def item_hash(self, text: str) -> int | None:
         """The hash of the premises and conclusion, the text up to and including the last " => "."""
-        if not isinstance(text, str) or MARKER not in text:
-            return None
-        return hash64(text[: text.rindex(MARKER) + len(MARKER)])
+        return prompt_hash(text, MARKER)
 
     def heldout_mass(self) -> float:
         return estimated_heldout_mass(self)

@@ -107,6 +107,13 @@ def hash64(key: str) -> int:
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
 
 
+def prompt_hash(text: str, marker: str) -> int | None:
+    """The hash of a document's prompt, its text up to and including the last `marker` (None without one)."""
+    if not isinstance(text, str) or marker not in text:
+        return None
+    return hash64(text[: text.rindex(marker) + len(marker)])
+
+
 def is_heldout(h: int | None) -> bool:
     return h is not None and h < HELDOUT_CUT
 

@@ -115,7 +115,7 @@ import operator
 import random
 import re
 
-from nextlab.worlds.base import NEG_INF, Document, estimated_heldout_mass, hash64, logsumexp
+from nextlab.worlds.base import NEG_INF, Document, estimated_heldout_mass, logsumexp, prompt_hash
 
 VAR_NAMES = "xyzabcdepqrstuvw"
 FUNC_NAMES = "fgh"
@@ -527,9 +527,7 @@ class Programs:
 
     def item_hash(self, text: str) -> int | None:
         """The hash of the program, the text up to and including "# prints "."""
-        if not isinstance(text, str) or ANSWER_MARK not in text:
-            return None
-        return hash64(text[: text.rindex(ANSWER_MARK) + len(ANSWER_MARK)])
+        return prompt_hash(text, ANSWER_MARK)
 
     def heldout_mass(self) -> float:
         return estimated_heldout_mass(self)

@@ -80,7 +80,7 @@ import math
 import random
 from collections.abc import Iterator
 
-from nextlab.worlds.base import NEG_INF, Document, estimated_heldout_mass, hash64
+from nextlab.worlds.base import NEG_INF, Document, estimated_heldout_mass, prompt_hash
 
 # (form, numbers it can modify)
 DETERMINERS = [
@@ -406,9 +406,7 @@ class Translation:
 
     def item_hash(self, text: str) -> int | None:
         """The hash of the source sentence with its " => "."""
-        if not isinstance(text, str) or SEPARATOR not in text:
-            return None
-        return hash64(text[: text.index(SEPARATOR) + len(SEPARATOR)])
+        return prompt_hash(text, SEPARATOR)
 
     def heldout_mass(self) -> float:
         return estimated_heldout_mass(self)
