@@ -315,6 +315,8 @@ def train(cfg: RunConfig, resume: bool = False, log=print) -> TrainResult:
         step, tokens_seen = state["step"], state["tokens_seen"]
         train_seconds, wall_offset = state["train_seconds"], state["wall_seconds"]
         resumed_step = step
+        if step > t.steps:  # the loop ends only at step == t.steps
+            raise NextlabError(f"cannot resume from {start}: it is at step {step}, past train.steps = {t.steps}")
         say(f"resumed from {start} at step {step}")
     trained = torch.nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
 

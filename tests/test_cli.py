@@ -185,3 +185,9 @@ def test_icl_refuses_a_folder_holding_another_run(tiny_checkpoint, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny_checkpoint, run)
     assert_one_line_error(run_cli("icl", "--quick", "--out", str(run)), str(run), "holds another run")
+
+
+def test_resume_past_the_last_step_is_an_error(tiny_checkpoint, corpus_file, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_checkpoint, run)
+    assert_one_line_error(run_cli(*tiny_args(corpus_file, run, steps=20), "--resume"), "at step 30", "past train.steps = 20")
