@@ -79,17 +79,20 @@ def statistical_mask(tokens: torch.Tensor) -> torch.Tensor:
     return mask & torch.ones(T, T, dtype=torch.bool, device=tokens.device).tril()
 
 
-def _statistical_sums(pattern: torch.Tensor, tokens: torch.Tensor, min_pos: int) -> tuple[torch.Tensor, int, float]:
-    """(per-head sum of attention on S_t, number of counted (b, t), sum of |S_t| / (t+1)) over counted (b, t)."""
-    tokens = tokens.to(pattern.device)
+def _statistical_positions(tokens: torch.Tensor, min_pos: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """The mask S_t (B, T, T), the counted (b, t) (S_t non-empty, t >= min_pos), and the sum of |S_t| / (t+1) over them."""
     T = tokens.shape[1]
     mask = statistical_mask(tokens)
     size = mask.sum(-1)  # (B, T) = |S_t|
     counted = (size > 0) & (torch.arange(T, device=tokens.device) >= min_pos)  # (B, T)
-    on_s = (pattern * mask[:, None].to(pattern.dtype)).sum(-1)  # (B, H, T)
-    head_sums = (on_s * counted[:, None].to(pattern.dtype)).sum(dim=(0, 2))
     even = size.double() / torch.arange(1, T + 1, device=tokens.device).double()
-    return head_sums.double().cpu(), int(counted.sum()), float(even[counted].sum())
+    return mask, counted, float(even[counted].sum())
+
+
+def _attention_on(pattern: torch.Tensor, mask: torch.Tensor, counted: torch.Tensor) -> torch.Tensor:
+    """Per head: the attention on S_t summed over the counted (b, t)."""
+    on_s = (pattern * mask[:, None].to(pattern.dtype)).sum(-1)  # (B, H, T)
+    return (on_s * counted[:, None].to(pattern.dtype)).sum(dim=(0, 2)).double().cpu()
 
 
 def statistical_induction_from_pattern(pattern: torch.Tensor, tokens: torch.Tensor, min_pos: int = 1) -> tuple[np.ndarray, float]:
@@ -100,10 +103,11 @@ def statistical_induction_from_pattern(pattern: torch.Tensor, tokens: torch.Tens
     S_t = {s : 1 <= s <= t, tokens[b, s-1] == tokens[b, t]}. Baseline: the same mean of |S_t| / (t+1).
     NaN when no position counts.
     """
-    sums, n, even = _statistical_sums(pattern, tokens, min_pos)
+    mask, counted, even = _statistical_positions(tokens.to(pattern.device), min_pos)
+    n = int(counted.sum())
     if n == 0:
         return np.full(pattern.shape[1], np.nan), float("nan")
-    return (sums / n).numpy(), even / n
+    return (_attention_on(pattern, mask, counted) / n).numpy(), even / n
 
 
 def previous_token_from_pattern(pattern: torch.Tensor) -> np.ndarray:
@@ -230,11 +234,11 @@ def head_scores(model: GPT, windows: torch.Tensor, eot_id: int, pool: torch.Tens
     stat_sums, prev_sums = np.zeros((L, H)), np.zeros((L, H))
     counted, even = 0, 0.0
     for rows, patterns in attention_patterns(model, windows):
-        for i, p in enumerate(patterns):
-            sums, n, e = _statistical_sums(p, windows[rows], min_pos)
-            stat_sums[i] += sums.numpy()
+        mask, counted_here, even_here = _statistical_positions(windows[rows].to(patterns[0].device), min_pos)
+        for i, p in enumerate(patterns):  # the positions S_t depend on the tokens only: once per chunk, not per layer
+            stat_sums[i] += _attention_on(p, mask, counted_here).numpy()
             prev_sums[i] += previous_token_from_pattern(p) * (rows.stop - rows.start)
-        counted, even = counted + n, even + e
+        counted, even = counted + int(counted_here.sum()), even + even_here
     T = windows.shape[1]
     return HeadScores(
         classic=classic,
@@ -275,13 +279,6 @@ def validation_windows(config: dict, tokenizer, block_size: int, n: int = 32) ->
 
 def _windows(ckpt, windows: torch.Tensor | None, n: int = 32) -> torch.Tensor:
     return windows if windows is not None else validation_windows(ckpt.config, ckpt.tokenizer, ckpt.model.cfg.block_size, n)
-
-
-def checkpoint_induction_scores(ckpt, seed: int = 0, windows: torch.Tensor | None = None) -> np.ndarray:
-    """Classic induction scores of a loaded checkpoint, on tokens drawn from its validation text (or
-    `windows`; the whole output vocabulary when that text has fewer than 16 distinct tokens)."""
-    eot = ckpt.tokenizer.eot_id
-    return induction_scores(ckpt.model, eot, seed=seed, pool=induction_pool(_windows(ckpt, windows), eot, ckpt.model))
 
 
 def checkpoint_head_scores(ckpt, seed: int = 0, windows: torch.Tensor | None = None) -> HeadScores:
