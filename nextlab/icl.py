@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nextlab.checkpoint import list_checkpoints, load_checkpoint, model_config_from
+from nextlab.checkpoint import list_checkpoints, load_checkpoint, model_config_from, read_config
 from nextlab.config import RunConfig, config_from_dict, load_config
 from nextlab.data import prepare_corpus
 from nextlab.errors import NextlabError
@@ -253,7 +253,7 @@ def run_icl_study(out: str | Path = "runs/icl", quick: bool = False, log=print) 
     log("measuring in-context learning over the checkpoints")
     curve = icl_over_training(out, n_docs=16 if quick else 64, n_items=16 if quick else 64, log=log)
     transition = find_transition(curve)
-    final = load_checkpoint(result.checkpoint).config
+    final = read_config(result.checkpoint)
     study = {"params": final["params"], "steps": final["step"], "train_s": result.metrics[-1]["train_s"],
              "curve": curve, "transition": transition, "summary": icl_summary(curve, transition)}
     (Path(out) / STUDY_FILE).write_text(json.dumps(study, indent=1))
