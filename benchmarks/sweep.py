@@ -2,8 +2,8 @@
 
     python benchmarks/sweep.py [--out runs/bench_sweep] [--jobs 1] [--quick] [--bootstrap 200]
 
-Trains the sweep `nextlab demo` runs (nextlab.report.demo_sweep: depths 1-5 at two token
-budgets on the demo corpus; --quick: the 2-point version), then prints the wall time,
+Trains the sweep `nextlab demo` runs (nextlab.reasoning.reasoning_sweep: depths 1, 2 and 4 at
+three token budgets on the arithmetic world; --quick: 2 x 2 points), then prints the wall time,
 the fitted laws with 95% bootstrap intervals, the error of predicting the largest model's
 loss from the others, and the sharpness (10-90% sigmoid width in decades of compute) of
 each task under each metric. An existing --out is reused: finished points are skipped,
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from nextlab.report import demo_config, demo_sweep
+from nextlab.reasoning import reasoning_sweep
 from nextlab.scaling import emergence, fit_sweep, plot_sweep, run_sweep
 from nextlab.scaling.analysis import emergence_report, fit_report, fits_to_json
 
@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--json", help="also write the results to this file")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    sweep = demo_sweep(demo_config(args.quick, args.out), args.quick)
+    sweep = reasoning_sweep("arithmetic", args.out, args.quick)
     t0 = time.perf_counter()
     rows = run_sweep(sweep, jobs=args.jobs)
     wall = time.perf_counter() - t0

@@ -368,11 +368,7 @@ def _fmt(value) -> str:
 
 def cmd_icl(args) -> None:
     _no_file_in_the_way(args.out, "--out")
-    if args.json:
-        if Path(args.json).is_dir():
-            raise NextlabError(f"--json {args.json}: is a directory")
-        if not Path(args.json).absolute().parent.is_dir():
-            raise NextlabError(f"--json {args.json}: no such directory {Path(args.json).parent}")
+    _check_json_path(args.json)
 
     from rich.console import Console
     from rich.markup import escape
@@ -394,11 +390,54 @@ def cmd_icl(args) -> None:
     Console().print(table)
     print(describe_transition(result["transition"]))
     if args.json:
-        try:
-            Path(args.json).write_text(json.dumps({"summary": result["summary"], "curve": result["curve"]}, indent=1))
-        except OSError as e:
-            raise NextlabError(f"--json {args.json}: cannot write ({e.strerror or e.__class__.__name__})") from None
-        print(f"wrote {args.json}")
+        _write_json(args.json, {"summary": result["summary"], "curve": result["curve"]})
+
+
+def _check_json_path(path: str | None) -> None:
+    if path:
+        if Path(path).is_dir():
+            raise NextlabError(f"--json {path}: is a directory")
+        if not Path(path).absolute().parent.is_dir():
+            raise NextlabError(f"--json {path}: no such directory {Path(path).parent}")
+
+
+def _write_json(path: str, value) -> None:
+    try:
+        Path(path).write_text(json.dumps(value, indent=1))
+    except OSError as e:
+        raise NextlabError(f"--json {path}: cannot write ({e.strerror or e.__class__.__name__})") from None
+    print(f"wrote {path}")
+
+
+def cmd_reasoning(args) -> None:
+    _no_file_in_the_way(args.out, "--out")
+    _check_json_path(args.json)
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from nextlab.reasoning import run_reasoning_study
+
+    study = run_reasoning_study(args.out, quick=args.quick, tasks=tuple(args.tasks.split(",")) if args.tasks else None)
+    table = Table(title="held-out items (never in training), greedy, no examples in the prompt")
+    for col in ("run", "items", "exact match", "n", "per-token accuracy", "log-prob per token"):
+        table.add_column(col, justify="left" if col in ("run", "items") else "right")
+    for task, run in study["runs"].items():
+        for name, sc in run["tasks"].items():
+            table.add_row(task, name, f"{sc['exact_match']:.3f}", str(sc["n"]), f"{sc['token_accuracy']:.3f}",
+                          f"{sc['logprob_per_char']:.3f}")
+    console = Console()
+    console.print(table)
+    for task, run in study["runs"].items():
+        widths = ", ".join(f"{m} {_fmt(w['width_decades'])}" for m, w in run["sharpness"].items())
+        print(f"{task}: 10-90% width of each metric's rise over training, decades of tokens: {widths}")
+        if "carry_probe" in run:
+            c = run["carry_probe"]
+            print(f"{task}: carry probe {c['accuracy']:.3f} at {c['layer']} (random-init model {c['random_model']:.3f})")
+    for check, met in study["checks"].items():
+        print(f"{'met' if met else 'NOT met'}: {check}")
+    if args.json:
+        _write_json(args.json, study)
 
 
 def cmd_serve(args) -> None:
@@ -637,6 +676,15 @@ def _add_inside(sub) -> None:
     ic.add_argument("--quick", action="store_true", help="a run of under a minute")
     ic.add_argument("--json", metavar="PATH", help="write the summary and the curve (every checkpoint's measures) to this file")
     ic.set_defaults(func=cmd_icl)
+
+    rs = sub.add_parser("reasoning", help="train a model on one world (3-digit addition) and measure it on held-out items: "
+                        "exact match, how sharply each metric rose over training, the carries in its residual stream")
+    rs.add_argument("--out", default="runs/reasoning", metavar="DIR",
+                    help="directory for the runs, one folder per task (default runs/reasoning; an unfinished run is resumed)")
+    rs.add_argument("--tasks", metavar="LIST", help="comma-separated reasoning tasks (default: all of them)")
+    rs.add_argument("--quick", action="store_true", help="runs of seconds (too short to learn: to try the command)")
+    rs.add_argument("--json", metavar="PATH", help="write everything measured (curves, scores, probe, examples) to this file")
+    rs.set_defaults(func=cmd_reasoning)
 
 
 def _add_tune_sft(sub) -> None:

@@ -60,6 +60,7 @@ class TrainConfig:
     eval_tasks_every: int = 0  # steps between task evaluations; 0 = eval_every
     eval_task_items: int = 32  # items per task at each of those evaluations
     eval_task_shots: int = 0  # k solved examples before each item
+    eval_tasks_at: list = field(default_factory=list)  # more steps to evaluate at (loss, tasks), e.g. log-spaced
     save_every: int = 0  # 0 = only the final checkpoint
     keep_last: int = 2
     seed: int = 1337
@@ -105,6 +106,8 @@ class RunConfig:
         for name in ("lr", "muon_lr"):
             if getattr(t, name) <= 0:
                 out.append(f"train.{name} must be positive, got {getattr(t, name)}")
+        if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in t.eval_tasks_at):
+            out.append(f"train.eval_tasks_at must be a list of steps (integers >= 0), got {t.eval_tasks_at!r}")
         if not 0.0 <= t.min_lr_ratio <= 1.0:
             out.append(f"train.min_lr_ratio must be in [0, 1], got {t.min_lr_ratio}")
         return out

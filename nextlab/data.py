@@ -308,6 +308,10 @@ def prepare_corpus(cfg: DataConfig, tokenizer: Tokenizer | None = None, log=prin
         world_train, world_val = split_world_documents(world_docs, cfg.val_fraction) if world_docs else ([], [])
         train_texts += [t for _, t in world_train]
         val_texts += [t for _, t in world_val]
+        if not val_texts:
+            raise NextlabError(
+                f"data.worlds: every validation document also occurs in training (the worlds {', '.join(cfg.worlds)} "
+                f"repeat their few distinct documents), so nothing unseen is left to validate on; use larger worlds or a data.path")
         n_chars = sum(len(t) for t in train_texts) + sum(len(t) for t in val_texts)
         log(f"tokenizing {len(text_docs)} files and {len(world_docs)} world documents ({n_chars / 1e6:.1f}M chars)")
         train_ids, val_ids = _encode_all(tokenizer, train_texts), _encode_all(tokenizer, val_texts)

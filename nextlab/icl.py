@@ -35,7 +35,7 @@ from nextlab.evals import evaluate_task, get_task
 from nextlab.probe import world_knobs
 from nextlab.probe.heads import head_scores
 from nextlab.sample import score_continuations
-from nextlab.train import initial_model, saved_run_config, train
+from nextlab.train import initial_model, same_run, saved_run_config, train
 from nextlab.worlds import make_world
 
 # Each markov document writes its 3 symbols with 3 of recall's 8 key letters, drawn anew per document, so the
@@ -229,16 +229,6 @@ def icl_summary(curve: dict, transition: dict) -> dict:
             "icl_mapping_k0": final["0"]["accuracy"], "icl_mapping_k8": final["8"]["accuracy"], "checks": transition["checks"]}
 
 
-def _same_run(saved: RunConfig, wanted: RunConfig) -> bool:
-    """Whether a run directory's saved config is the wanted run (the vocabulary size, filled in by training, aside)."""
-    a, b = saved.to_dict(), wanted.to_dict()
-    for d in (a, b):
-        d["model"].pop("vocab_size")
-        d["train"].pop("progress")
-        d.pop("out")
-    return a == b
-
-
 def run_icl_study(out: str | Path = "runs/icl", quick: bool = False, log=print) -> dict:
     """Train the run (resuming one left unfinished), measure it, and write it all to OUT/study.json.
 
@@ -247,7 +237,7 @@ def run_icl_study(out: str | Path = "runs/icl", quick: bool = False, log=print) 
     cfg = icl_config(str(out), quick)
     cfg.train.progress = False
     saved = saved_run_config(out)
-    if saved is not None and not _same_run(saved, cfg):
+    if saved is not None and not same_run(saved, cfg):
         raise NextlabError(f"{out} holds another run (not the {'quick ' if quick else ''}in-context run); choose another --out")
     result = train(cfg, resume=True, log=log)
     log("measuring in-context learning over the checkpoints")

@@ -164,6 +164,16 @@ def saved_run_config(out: str | Path) -> RunConfig | None:
     return config_from_dict(read_config(found[-1])["run"])
 
 
+def same_run(saved: RunConfig, wanted: RunConfig) -> bool:
+    """Whether a run directory's saved config is the wanted run (the vocabulary size, filled in by training, aside)."""
+    a, b = saved.to_dict(), wanted.to_dict()
+    for d in (a, b):
+        d["model"].pop("vocab_size")
+        d["train"].pop("progress")
+        d.pop("out")
+    return a == b
+
+
 def _read_metrics(path: Path, upto_step: int) -> list[dict]:
     if not path.exists():
         return []
@@ -391,7 +401,7 @@ def train(cfg: RunConfig, resume: bool = False, log=print) -> TrainResult:
             if step == resumed_step:  # evaluated and logged before the checkpoint was written
                 if metrics:
                     val_loss, val_bpb = metrics[-1]["val_loss"], metrics[-1]["val_bpb"]
-            elif step % t.eval_every == 0 or step == t.steps:
+            elif step % t.eval_every == 0 or step == t.steps or step in t.eval_tasks_at:
                 val_loss = evaluate(model, corpus.val, eval_offsets, eval_context, micro, device, dtype, rank, world_size)
                 val_bpb = val_loss / math.log(2) * tokens_per_byte
                 row = {
@@ -407,7 +417,7 @@ def train(cfg: RunConfig, resume: bool = False, log=print) -> TrainResult:
                 }
                 if world_docs:
                     row["worlds"] = evaluate_worlds(model, tokenizer.eot_id, world_docs, device, dtype, rank, world_size)
-                if tasks and (step % (t.eval_tasks_every or t.eval_every) == 0 or step == t.steps):
+                if tasks and (step % (t.eval_tasks_every or t.eval_every) == 0 or step == t.steps or step in t.eval_tasks_at):
                     row["tasks"] = evaluate_tasks(model, tokenizer, tasks, t.eval_task_shots, device, dtype)
                 metrics.append(row)
                 if is_main:

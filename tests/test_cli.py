@@ -8,6 +8,7 @@ import pytest
 from conftest import run_cli, tiny_args
 
 from nextlab.icl import STUDY_FILE, describe_transition
+from nextlab.report.claims import claim_rows
 
 
 def assert_one_line_error(result, *fragments):
@@ -142,13 +143,26 @@ def test_demo_quick_writes_report(tmp_path):
     r = run_cli("demo", "--quick", "--out", str(tmp_path / "demo"), timeout=600)
     assert r.returncode == 0, r.stderr
     page = (tmp_path / "demo" / "report.html").read_text()
-    for title in ("Model", "Loss curve", "In-context learning forms", "Samples", "Surprisal of held-out text",
+    assert page.index("<h2>") == page.index("<h2>Claims at a glance</h2>")  # the claims come first
+    for title in ("Model", "Loss curve", "Reasoning appears from prediction", "In-context learning forms", "Samples",
+                  "Surprisal of held-out text",
                   "Prediction is compression", "The model models what produced the text", "Scale does the heavy lifting",
                   "Instruction tuning reshapes the distribution"):
         assert f"<h2>{title}</h2>" in page
     assert "data:image/png;base64," in page and "bits</span>" in page
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert summary["demo_seconds"] > 0
+    # every headline figure, in the shapes the README documents
+    assert summary["claims"] == claim_rows(summary) and len(summary["claims"]) >= 8
+    for name in ("arithmetic", "arithmetic_3digit", "arithmetic_ood"):
+        assert set(summary["tasks"][name]) == {"exact_match", "n", "token_accuracy", "logprob_per_char"}
+        assert summary["tasks"][name]["n"] == 64
+    assert set(summary["sharpness"]["arithmetic"]) == {"exact_match", "token_accuracy", "logprob_per_char"}
+    low, high = summary["sweep_exact_match"]["arithmetic"]
+    assert 0 <= low <= 1 and 0 <= high <= 1
+    assert 0 <= summary["carry_probe"]["accuracy"] <= 1 and 0 <= summary["carry_probe"]["random_model"] <= 1
+    for row in summary["claims"]:  # the page shows each row as computed
+        assert html.escape(row["measure"]) in page
     icl = summary["icl"]
     for key in ("markov_excess_nats", "induction_start", "induction_end", "icl_mapping_k0", "icl_mapping_k8"):
         assert isinstance(icl[key], float), key

@@ -9,7 +9,9 @@ from conftest import run_cli, tiny_args
 
 from nextlab.checkpoint import load_checkpoint
 from nextlab.cli import main
-from nextlab.data import split_world_documents, world_floors
+from nextlab.config import DataConfig
+from nextlab.data import prepare_corpus, split_world_documents, world_floors
+from nextlab.errors import NextlabError
 from nextlab.sample import document_logprobs, token_logprobs
 from nextlab.worlds import Document, Mixture, make_mixture, make_world, optimal_bits_per_byte
 from nextlab.worlds.base import logsumexp
@@ -128,3 +130,10 @@ def test_worlds_cli(tmp_path):
     assert r.returncode == 2 and r.stderr.startswith("error: data.worlds: unknown world 'nope'")
     r = run_cli("train", "--data", "", "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and "nothing to train on" in r.stderr
+
+
+def test_a_world_too_small_to_validate_on_unseen_text_is_a_clear_error():
+    """1-digit sums: 90 distinct training documents, so every validation document is also a training one."""
+    cfg = DataConfig(path="", worlds={"arithmetic": {"ops": "+", "max_digits": 1}}, world_bytes=20_000)
+    with pytest.raises(NextlabError, match="every validation document also occurs in training"):
+        prepare_corpus(cfg, log=lambda *a: None)

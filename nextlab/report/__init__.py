@@ -2,6 +2,5 @@
 
 from nextlab.report.demo import REPORT_FILE, demo_config, run_demo
 from nextlab.report.page import Section, render
-from nextlab.report.scaling import demo_sweep
 
-__all__ = ["REPORT_FILE", "Section", "demo_config", "demo_sweep", "render", "run_demo"]
+__all__ = ["REPORT_FILE", "Section", "demo_config", "render", "run_demo"]

@@ -22,12 +22,16 @@ from nextlab.evals.run import default_tasks
 from nextlab.icl import run_icl_study
 from nextlab.probe import plot_probe, probe, world_knobs
 from nextlab.probe.heads import checkpoint_head_scores, heads_over_training, plot_heads_over_training
+from nextlab.reasoning import RUNS as REASONING_RUNS
+from nextlab.reasoning import largest_point, measure_run, reasoning_sweep, run_reasoning_study
+from nextlab.report.claims import claim_rows, claims_section
 from nextlab.report.compression import compression_section
 from nextlab.report.icl import icl_section
 from nextlab.report.page import Section, render
 from nextlab.report.probes import probe_section
+from nextlab.report.reasoning import reasoning_section
 from nextlab.report.samples import samples_section, surprisal_section
-from nextlab.report.scaling import demo_sweep, scaling_section
+from nextlab.report.scaling import scaling_section
 from nextlab.report.summary import write_summary
 from nextlab.report.tasks import tasks_section
 from nextlab.report.training import floor_section, loss_curve_section, model_card_section
@@ -37,6 +41,7 @@ from nextlab.scaling import emergence, fit_sweep, plot_sweep, run_sweep
 from nextlab.train import train
 
 REPORT_FILE = "report.html"
+SUMMARY_METRICS = ("exact_match", "n", "token_accuracy", "logprob_per_char")
 TRAINING_TASKS = ("arithmetic", "programs", "translation", "facts", "arguments", "hmm")
 ICL_SHOTS = (0, 1, 2, 4, 8)
 DEMO_PROMPTS = ("def ", "import ", "23 + 58 =", "Q: Where was", "the small dog that sees the cats runs =>", "All ")
@@ -85,6 +90,63 @@ def held_out_text(cfg: RunConfig, tokenizer, n_bytes: int) -> bytes:
     return tokenizer.decode_bytes([i for i in ids if i != eot])[:n_bytes]
 
 
+def reasoning_runs(out: Path, quick: bool, log=print) -> tuple[dict, list[dict], object]:
+    """The reasoning runs: the arithmetic sweep (its largest point is the arithmetic run, measured in full), then
+    each other reasoning task's run. Returns ({task: measure_run(...)}, the sweep's rows, the sweep)."""
+    sweep = reasoning_sweep("arithmetic", str(out / "sweep"), quick)
+    log(f"scaling sweep on arithmetic: {len(sweep.grid.depth) * len(sweep.grid.tokens)} runs, the largest is the reasoning run")
+    rows = run_sweep(sweep, log=log)
+    runs = {"arithmetic": measure_run(largest_point(sweep).config.out, "arithmetic", quick, log=log)}
+    others = tuple(task for task in REASONING_RUNS if task != "arithmetic")
+    if others:
+        runs.update(run_reasoning_study(out / "reasoning", quick, others, log=log)["runs"])
+    return runs, rows, sweep
+
+
+def sweep_figures(rows: list[dict], task: str) -> dict:
+    """Exact match at the smallest and largest compute of the sweep, and each metric's width across compute."""
+    ordered = sorted(rows, key=lambda r: r["C"])
+    table = emergence(rows, [task])[task]
+    return {"exact_match": [ordered[0]["tasks"][task]["exact_match"], ordered[-1]["tasks"][task]["exact_match"]],
+            "widths": {r["metric"]: r["width_decades"] for r in table}, "table": {task: table}}
+
+
+def task_scores(result: dict) -> dict:
+    return {m: (result[m]["mean"] if isinstance(result[m], dict) else result[m]) for m in SUMMARY_METRICS if m in result}
+
+
+def build_summary(seconds: float, main_results: list[dict], runs: dict, sweep: dict, icl: dict, compression: dict,
+                  tuning: dict) -> dict:
+    """summary.json: every headline figure of the report (documented in the README), and the claims computed from them."""
+    second = next((task for task in runs if task != "arithmetic"), None)
+    arithmetic = runs["arithmetic"]
+    held_out = [r for r in tuning["rows"] if r["phrasing"] == "held-out"]
+    base = next(r for r in held_out if r["prompting"] == "plain")
+    tuned = [r for r in held_out if r["prompting"] == "chat"][-1]
+    summary = {
+        "demo_seconds": round(seconds, 1),
+        "reasoning_task": "arithmetic",
+        "second_task": second,
+        "tasks": {name: {k: s[k] for k in SUMMARY_METRICS} for run in runs.values() for name, s in run["tasks"].items()},
+        "main_model_tasks": {r["task"]: task_scores(r) for r in main_results if r["shots"] == 0},
+        "sharpness": {task: {m: w["width_decades"] for m, w in run["sharpness"].items()} for task, run in runs.items()},
+        "sharpness_tokens": {task: {m: [w["tokens_10"], w["tokens_90"]] for m, w in run["sharpness"].items()}
+                             for task, run in runs.items()},
+        "sweep_exact_match": {"arithmetic": sweep["exact_match"]},
+        "sweep_sharpness": {"arithmetic": sweep["widths"]},
+        "carry_probe": {k: arithmetic["carry_probe"][k] for k in ("accuracy", "random_model", "layer", "chance")},
+        "floor": {"world": "arithmetic", "excess_bpb": arithmetic["excess_bpb"]},
+        "icl": icl["summary"],
+        "compression": {"nextlab_bpb": compression["modes"]["adaptive"]["bits_per_byte"],
+                        "nextlab_static_bpb": compression["modes"]["static"]["bits_per_byte"],
+                        "xz_bpb": compression["baselines"].get("xz -9e"), "bytes": compression["bytes"]},
+        "tuning": {"base_format_following": base["format"], "tuned_format_following": tuned["format"],
+                   "base_exact_match": base["exact"], "tuned_exact_match": tuned["exact"]},
+    }
+    summary["claims"] = claim_rows(summary)
+    return {"claims": summary.pop("claims"), **summary}
+
+
 def run_demo(quick: bool = False, out: str = "runs/demo", log=print) -> Path:
     """Train the demo model and write its report and summary.json; returns the report's path."""
     started = time.perf_counter()
@@ -92,7 +154,7 @@ def run_demo(quick: bool = False, out: str = "runs/demo", log=print) -> Path:
     if quick:
         cfg.train.progress = False
     # The demo owns its run directory: a new demo replaces the last one.
-    for part in (CHECKPOINTS_DIR, "sweep", "tuned", "icl"):
+    for part in (CHECKPOINTS_DIR, "sweep", "tuned", "icl", "reasoning"):
         shutil.rmtree(Path(out) / part, ignore_errors=True)
     result = train(cfg, log=log)
     ckpt = load_checkpoint(result.checkpoint)
@@ -109,41 +171,44 @@ def run_demo(quick: bool = False, out: str = "runs/demo", log=print) -> Path:
     mapping = [t for t in tasks if t.name == "icl_mapping"]
     results = evaluate(ckpt.model, ckpt.tokenizer, [t for t in tasks if t.name != "icl_mapping"], [0, ICL_SHOTS[-1]])
     results += evaluate(ckpt.model, ckpt.tokenizer, mapping, list(ICL_SHOTS))
+    log("reasoning: models trained on one world each, and the scaling sweep")
+    runs, rows, sweep = reasoning_runs(Path(out), quick, log=log)
+    sweep_result = sweep_figures(rows, "arithmetic")
     log("in-context learning: a small model on markov_icl and recall")
     icl = run_icl_study(Path(out) / "icl", quick, log=log)
     log("compressing held-out text")
-    held_out = held_out_text(cfg, ckpt.tokenizer, 8_000 if quick else 48_000)
+    held_out = held_out_text(cfg, ckpt.tokenizer, 2_000 if quick else 24_000)
     compression = measure_compression(held_out, ckpt.model, ckpt.tokenizer)
     sections = [
         model_card_section(ckpt.config),
         loss_curve_section(result.metrics),
         floor_section(result.metrics),
         tasks_section(results, result.metrics),
+        reasoning_section(runs),
         icl_section(icl),
-        samples_section(samples, temperature),
+        samples_section(samples, temperature, {task: run["examples"] for task, run in runs.items()}),
         surprisal_section(score(ckpt.model, ckpt.tokenizer, passage), "validation split of the built-in corpus"),
         compression_section(compression, "held-out Python source (validation files of the built-in corpus)"),
     ]
     log("probing")
     probes = [probe(ckpt.model, ckpt.tokenizer, w, n_docs=120 if quick else 400, knobs=world_knobs(ckpt.config, w))
-              for w in ("hmm", "arithmetic", "arguments")]
+              for w in ("hmm", "arguments")]
     probe_plots = [plot_probe(r, Path(out) / f"probe_{r.world}_{r.latent}.png") for r in probes]
     over_training = heads_over_training(out)
     heads_plot = plot_heads_over_training(over_training, Path(out) / "heads.png") if len(over_training) > 1 else None
     sections.append(probe_section(probes, probe_plots, heads_plot, checkpoint_head_scores(ckpt)))
-    log("scaling sweep")
-    sweep = demo_sweep(cfg, quick)
-    rows = run_sweep(sweep, log=log)
     try:
         fits = fit_sweep(rows, n_bootstrap=50)
-        sections.append(scaling_section(rows, fits, emergence(rows), plot_sweep(rows, fits, Path(sweep.out) / "plots")))
+        sections.append(scaling_section(rows, fits, sweep_result["table"], plot_sweep(rows, fits, Path(sweep.out) / "plots")))
     except NextlabError as e:  # a --quick sweep is too small for some fits: say so in the report
         sections.append(Section("Scale does the heavy lifting", f"<p>No fit: {html.escape(str(e))}</p>"))
     log("instruction tuning")
-    sections.append(tuning_section(demo_tuning(ckpt.path, Path(out), quick, log=log)))
-    sections = [s for s in sections if s is not None]
+    tuning = demo_tuning(ckpt.path, Path(out), quick, log=log)
+    sections.append(tuning_section(tuning))
+    summary = build_summary(time.perf_counter() - started, results, runs, sweep_result, icl, compression, tuning)
+    sections = [claims_section(summary["claims"])] + [s for s in sections if s is not None]
     path = Path(out) / REPORT_FILE
     path.write_text(render("nextlab demo: next-token prediction on Python source and worlds", sections))
-    summary = write_summary(out, {"demo_seconds": round(time.perf_counter() - started, 1), "icl": icl["summary"]})
-    log(f"wrote {path} and {summary}")
+    summary_path = write_summary(out, summary)
+    log(f"wrote {path} and {summary_path}")
     return path

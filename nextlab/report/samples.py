@@ -9,11 +9,24 @@ from nextlab.report.page import Section
 from nextlab.sample import TokenScore
 
 
-def samples_section(samples: list[tuple[str, str]], temperature: float) -> Section:
+def examples_table(examples: list[dict]) -> str:
+    """Held-out prompts with the model's greedy answer, the true answer, and whether they match."""
+    rows = "".join(
+        f"<tr><td><code>{html.escape(e['prompt'][-90:])}</code></td><td><code>{html.escape(e['answer'])}</code></td>"
+        f"<td><code>{html.escape(e['target'])}</code></td><td>{'right' if e['right'] else '<b>wrong</b>'}</td></tr>" for e in examples)
+    return f"<table><tr><th>held-out prompt (its end)</th><th>answer</th><th>true answer</th><th></th></tr>{rows}</table>"
+
+
+def samples_section(samples: list[tuple[str, str]], temperature: float, held_out: dict[str, list[dict]] | None = None) -> Section:
+    """Sampled continuations of the demo model; and, per reasoning run, held-out prompts answered greedily."""
     items = "".join(
         f"<pre><b>{html.escape(p)}</b>{html.escape(c)}</pre>" for p, c in samples
     )
-    return Section("Samples", f"<p>Continuations of the bold prompts, temperature {temperature}.</p>{items}")
+    answers = "".join(f"<h3>{html.escape(task)}</h3>{examples_table(examples)}" for task, examples in (held_out or {}).items())
+    if answers:
+        answers = ("<p>Prompts the reasoning runs never trained on (held-out items), each model's greedy answer, and "
+                   f"whether it is exactly right:</p>{answers}")
+    return Section("Samples", f"<p>Continuations of the bold prompts by the demo model, temperature {temperature}.</p>{items}{answers}")
 
 
 def surprisal_color(bits: float, max_bits: float = 12.0) -> str:

@@ -1,26 +1,11 @@
-"""The scaling section: the demo's sweep, and the section showing its fits and emergence table."""
+"""The scaling section: the demo's sweep (`reasoning.reasoning_sweep`), its fits and its emergence table."""
 
 from __future__ import annotations
 
 import html
 from pathlib import Path
 
-from nextlab.config import RunConfig
 from nextlab.report.page import Section, png_file_img
-
-
-def demo_sweep(cfg: RunConfig, quick: bool = False):
-    """The demo's scaling sweep: the demo's corpus, depths 1-5 at four token budgets (--quick: 2 x 2)."""
-    from nextlab.scaling import sweep_from_dict
-
-    data = dict(vars(cfg.data))
-    tasks = [t for t in cfg.train.eval_tasks if t in ("arithmetic", "arguments", "facts")] or ["arithmetic"]
-    train = {"batch_size": 16, "warmup_steps": 10, "schedule": "wsd", "eval_windows": 32, "eval_world_docs": 16,
-             "eval_tasks": tasks, "eval_task_items": 32, "lr": 6e-3, "muon_lr": 0.04}
-    grid = {"depth": [1, 2] if quick else [1, 2, 3, 4, 5], "aspect": 32, "head_dim": 32,
-            "tokens": [60_000, 120_000] if quick else [100_000, 200_000, 400_000, 800_000], "seed": [0]}
-    return sweep_from_dict({"out": str(Path(cfg.out) / "sweep"), "grid": grid, "data": data,
-                            "model": {"block_size": 128}, "train": train})
 
 
 def scaling_section(rows: list[dict], fits: dict, table: dict, plots: list[Path]) -> Section:
@@ -40,8 +25,9 @@ def scaling_section(rows: list[dict], fits: dict, table: dict, plots: list[Path]
         )
         sharp += cells
     body = (
-        f"<p>A sweep of {len(rows)} ordinary training runs on the demo's corpus: model size (depth, with width "
-        f"32 per layer) against token budget. Loss falls smoothly with parameters N, tokens D and compute C = 6ND; "
+        f"<p>A sweep of {len(rows)} ordinary training runs on the arithmetic world alone: model size (depth, with width "
+        f"32 per layer) against token budget; the largest run is the arithmetic model of the reasoning section. Loss falls "
+        f"smoothly with parameters N, tokens D and compute C = 6ND towards the world's entropy floor; "
         f"the fits (Huber loss on log residuals, bootstrap intervals, as Hoffmann et al. with Besiroglu et al.'s "
         f"corrections) say how fast.</p><pre>{html.escape(fit_report(fits))}</pre>{imgs}"
         f"<table><tr><th>run</th><th>N</th><th>D</th><th>C</th><th>val loss</th><th>time</th></tr>{runs}</table>"
