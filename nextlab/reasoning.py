@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nextlab.checkpoint import load_checkpoint
+from nextlab.checkpoint import list_checkpoints, load_checkpoint
 from nextlab.config import RunConfig
 from nextlab.errors import NextlabError
 from nextlab.evals import evaluate_task, get_task
@@ -46,9 +46,9 @@ RUNS = {
         "ood": "arithmetic_ood",
     },
 }
-ASPECT, HEAD_DIM = 32, 32
-SWEEP_DEPTHS = (1, 2, 4)
-SWEEP_TOKEN_SHARES = (0.25, 0.5, 1.0)  # of the run's tokens
+ASPECT, HEAD_DIM, BATCH_SIZE = 32, 32, 32
+SMALLER_DEPTHS = (1, 2)  # the sweep's other model sizes, beside the run's depth
+SWEEP_TOKEN_SHARES = (0.125, 0.25, 1.0)  # of the run's tokens: the transition lies between the last two
 QUICK_TOKENS = 40_000
 METRICS = ("exact_match", "token_accuracy", "logprob_per_char")
 # a score's bounds fix the fitted sigmoid's asymptotes; log-probability's is 0 above (certainty), free below
@@ -80,7 +80,7 @@ def _tokens(task: str, quick: bool) -> int:
 
 def reasoning_sweep(task: str, out: str, quick: bool = False):
     """The sweep over model size and tokens whose largest point is the run itself: depths 1, 2 and the
-    run's, each at a quarter, half and all of its tokens (--quick: 2 x 2, seconds).
+    run's, each at an eighth, a quarter and all of its tokens (--quick: 2 x 2, seconds).
 
     Every point starts from the same config: the task's world alone, the Muon recipe, a learning rate that
     stays at its peak until the last 15% of the steps (a rate that decays before the jump delays it), and the
@@ -90,13 +90,13 @@ def reasoning_sweep(task: str, out: str, quick: bool = False):
 
     spec = _spec(task)
     tokens = _tokens(task, quick)
-    steps = math.ceil(tokens / (32 * spec["block_size"]))
-    train_cfg = {"batch_size": 32, "warmup_steps": 10 if quick else 30, "schedule": "wsd", "decay_fraction": 0.15,
+    steps = math.ceil(tokens / (BATCH_SIZE * spec["block_size"]))
+    train_cfg = {"batch_size": BATCH_SIZE, "warmup_steps": 10 if quick else 30, "schedule": "wsd", "decay_fraction": 0.15,
                  "lr": 6e-3, "muon_lr": 0.04, "eval_every": steps, "save_every": steps, "eval_windows": 32,
                  "eval_world_docs": 16, "eval_tasks": [task], "eval_tasks_at": log_spaced_steps(steps),
                  "eval_task_items": 32 if quick else CURVE_ITEMS}
     data = {"path": "", "worlds": spec["worlds"], "world_bytes": 300_000 if quick else 3_000_000}
-    depths = (1, 2) if quick else tuple(sorted({*SWEEP_DEPTHS[:-1], spec["depth"]}))
+    depths = SMALLER_DEPTHS if quick else (*SMALLER_DEPTHS, spec["depth"])
     shares = (0.5, 1.0) if quick else SWEEP_TOKEN_SHARES
     grid = {"depth": list(depths), "aspect": ASPECT, "head_dim": HEAD_DIM, "tokens": [int(tokens * s) for s in shares], "seed": [0]}
     return sweep_from_dict({"out": out, "grid": grid, "data": data, "model": {"block_size": spec["block_size"]}, "train": train_cfg})
@@ -170,8 +170,6 @@ def measure_run(run_dir: str | Path, task: str, quick: bool = False, log=print) 
     """A finished reasoning run: its curve over training and the sharpness of each metric's rise; the final
     checkpoint on held-out items (and, for arithmetic, on 3-digit operands) and out of distribution, with
     examples; for arithmetic, the carry probe."""
-    from nextlab.checkpoint import list_checkpoints
-
     paths = list_checkpoints(run_dir)
     if not paths:
         raise NextlabError(f"{run_dir}: no checkpoints to measure")

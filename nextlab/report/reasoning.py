@@ -51,7 +51,8 @@ def rise_figure(task: str, run: dict) -> str:
 def _width(sharp: dict) -> str:
     if sharp["width_decades"] is None:
         return f"no sigmoid ({html.escape(sharp['note'])})"
-    return f"{sharp['width_decades']:.2f} decades ({sharp['tokens_10']:,.0f} to {sharp['tokens_90']:,.0f} tokens)"
+    return (f"{sharp['width_decades']:.2f} decades ({sharp['tokens_10']:,.0f} to {sharp['tokens_90']:,.0f} tokens, "
+            f"fit R<sup>2</sup> {sharp['r2']:.2f})")
 
 
 def ood_sentence(task: str, run: dict) -> str:

@@ -17,7 +17,7 @@ from nextlab.tune.sft import checkpoint_worlds
 def demo_tuning(ckpt_path: Path, out: Path, quick: bool = False, log=print) -> dict:
     """SFT, then reward tuning, of the demo model; the comparison and the answer-position picture."""
     base = out / "tuned"
-    sft_cfg = SFTConfig(steps=20 if quick else 300, examples_per_task=200 if quick else 2000)
+    sft_cfg = SFTConfig(steps=20 if quick else 200, examples_per_task=200 if quick else 2000)
     rl_cfg = RLConfig(steps=4 if quick else 100)
     shutil.rmtree(base, ignore_errors=True)
     sft_path = sft(ckpt_path, base / "sft", sft_cfg, log=log)
