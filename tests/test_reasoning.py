@@ -19,10 +19,13 @@ from nextlab.reasoning import (
     reasoning_config,
     reasoning_sweep,
     sharpness_over_training,
+    three_digit_task,
 )
 from nextlab.report.claims import claim_rows, claims_section
 from nextlab.scaling.emergence import sigmoid
 from nextlab.train import train
+from nextlab.worlds import make_world
+from nextlab.worlds.base import Part
 
 
 def test_log_spaced_steps_cover_the_run_evenly_in_log():
@@ -51,9 +54,9 @@ def test_the_reasoning_run_is_the_largest_point_of_its_sweep(tmp_path):
 
 
 def test_a_short_arithmetic_run_answers_held_out_sums(tmp_path):
-    """Seconds of training on 1-2 digit sums (answers reversed): a real share of held-out sums comes out exactly
-    right. Measured here at 800 steps: 0.36-0.55 over three seeds; an untrained model or one that only learned
-    the format gets about 0 (an answer is 1-3 digits drawn from up to 199 values)."""
+    """Half a minute of training on 1-2 digit sums (answers reversed): most held-out sums come out exactly right.
+    Measured here (2 threads, 800 steps): 0.965, 0.835, 0.945 and 0.95 with seeds 1337 (this test's), 0, 2 and 7;
+    a model that only learned the format gets about 0 (an answer is 1-3 digits drawn from up to 199 values)."""
     worlds = {"arithmetic": {"ops": "+", "max_digits": 2, "reverse": True}}
     cfg = load_config(overrides=[f"out={str(tmp_path / 'run')!r}"],
                       train={"steps": 800, "batch_size": 64, "warmup_steps": 10, "schedule": "wsd", "decay_fraction": 0.2,
@@ -72,7 +75,7 @@ def test_a_short_arithmetic_run_answers_held_out_sums(tmp_path):
     assert not trained & {it.prompt.partition(" = ")[0] for it in task.items}
     score = evaluate_task(ckpt.model, ckpt.tokenizer, task)
     assert score["n"] == 200
-    assert score["exact_match"]["mean"] >= 0.15, score["exact_match"]
+    assert score["exact_match"]["mean"] >= 0.5, score["exact_match"]
 
 
 def synthetic_metrics(em_mid=6.0, em_s=0.05, lp_mid=4.8, lp_s=0.5):
@@ -162,3 +165,17 @@ def test_claims_at_a_glance_are_computed_from_the_record():
     row = next(r for r in claim_rows(summary) if r["claim"] == "Modelling what produced the text")
     assert row["value"] is None and not row["met"]
     assert "not measured" in claims_section(claim_rows(summary)).html
+
+
+def test_three_digit_items_are_held_out_of_the_runs_training_world():
+    """The 3-digit task is drawn from a world with other digit knobs; its items are still in the held-out part
+    of the world the run trains on (the split hashes the operands, not the knobs), so never trained on."""
+    spec = RUNS["arithmetic"]["worlds"]
+    task = three_digit_task(spec, 200)
+    trained_world = make_world("arithmetic", **spec["arithmetic"])
+    held_out = Part(trained_world, heldout=True)
+    assert len(task.items) == 200
+    for item in task.items:
+        a, b = item.prompt.split(" + ")[0], item.prompt.split(" + ")[1].split(" = ")[0]
+        assert len(a) == len(b) == 3
+        assert held_out.holds(item.prompt + item.target) and not Part(trained_world, heldout=False).holds(item.prompt + item.target)

@@ -55,8 +55,8 @@ def demo_config(quick: bool = False, out: str = "runs/demo") -> RunConfig:
     """
     data = {"path": "stdlib", "worlds": dict.fromkeys(TRAINING_TASKS, 1.0), "world_bytes": 4_000_000}
     if quick:
-        train = {"steps": 60, "batch_size": 16, "eval_every": 20, "eval_windows": 64, "warmup_steps": 10, "eval_world_docs": 16,
-                 "eval_tasks": ["arithmetic", "arguments"], "eval_tasks_every": 60, "eval_task_items": 8,
+        train = {"steps": 40, "batch_size": 16, "eval_every": 20, "eval_windows": 64, "warmup_steps": 10, "eval_world_docs": 16,
+                 "eval_tasks": ["arithmetic", "arguments"], "eval_tasks_every": 40, "eval_task_items": 8,
                  "save_every": 20, "keep_last": 3}
         model = {"block_size": 128}
         data["world_bytes"] = 300_000
@@ -176,7 +176,7 @@ def run_demo(quick: bool = False, out: str = "runs/demo", log=print) -> Path:
     log("in-context learning: a small model on markov_icl and recall")
     icl = run_icl_study(Path(out) / "icl", quick, log=log)
     log("compressing held-out text")
-    held_out = held_out_text(cfg, ckpt.tokenizer, 2_000 if quick else 12_000)
+    held_out = held_out_text(cfg, ckpt.tokenizer, 1_000 if quick else 12_000)
     compression = measure_compression(held_out, ckpt.model, ckpt.tokenizer)
     sections = [
         model_card_section(ckpt.config),

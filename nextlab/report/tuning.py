@@ -23,7 +23,7 @@ def demo_tuning(ckpt_path: Path, out: Path, quick: bool = False, log=print) -> d
     sft_path = sft(ckpt_path, base / "sft", sft_cfg, log=log)
     rl_path = rl(sft_path, base / "sft-rl", rl_cfg, log=log)
     log("comparing base and tuned models")
-    result = compare(ckpt_path, [sft_path, rl_path], n_per_task=8 if quick else 50, log=log)
+    result = compare(ckpt_path, [sft_path, rl_path], n_per_task=4 if quick else 50, log=log)
     base_ckpt, sft_ckpt, rl_ckpt = (load_checkpoint(p) for p in (ckpt_path, sft_path, rl_path))
     worlds, world_seed = checkpoint_worlds(base_ckpt)
     example = telling_example(sft_ckpt, world_examples(result["tasks"], 10, "heldout", 4321, worlds, world_seed))
