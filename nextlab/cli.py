@@ -420,7 +420,7 @@ def cmd_reasoning(args) -> None:
 
     study = run_reasoning_study(args.out, quick=args.quick, tasks=tuple(args.tasks.split(",")) if args.tasks else None)
     table = Table(title="held-out items (never in training), greedy, no examples in the prompt")
-    for col in ("run", "items", "exact match", "n", "per-token accuracy", "log-prob per token"):
+    for col in ("run", "items", "exact match", "n", "per-token accuracy", "log-prob per character"):
         table.add_column(col, justify="left" if col in ("run", "items") else "right")
     for task, run in study["runs"].items():
         for name, sc in run["tasks"].items():
@@ -433,7 +433,8 @@ def cmd_reasoning(args) -> None:
         print(f"{task}: 10-90% width of each metric's rise over training, decades of tokens: {widths}")
         if "carry_probe" in run:
             c = run["carry_probe"]
-            print(f"{task}: carry probe {c['accuracy']:.3f} at {c['layer']} (random-init model {c['random_model']:.3f})")
+            print(f"{task}: carry probe {c['accuracy']:.3f} at {c['layer']} (random-init model {c['random_model']:.3f} "
+                  f"at {c['random_model_layer']})")
     for check, met in study["checks"].items():
         print(f"{'met' if met else 'NOT met'}: {check}")
     if args.json:
@@ -677,7 +678,7 @@ def _add_inside(sub) -> None:
     ic.add_argument("--json", metavar="PATH", help="write the summary and the curve (every checkpoint's measures) to this file")
     ic.set_defaults(func=cmd_icl)
 
-    rs = sub.add_parser("reasoning", help="train a model on one world (3-digit addition) and measure it on held-out items: "
+    rs = sub.add_parser("reasoning", help="train a model on one world (addition of 1-3 digit numbers) and measure it on held-out items: "
                         "exact match, how sharply each metric rose over training, the carries in its residual stream")
     rs.add_argument("--out", default="runs/reasoning", metavar="DIR",
                     help="directory for the runs, one folder per task (default runs/reasoning; an unfinished run is resumed)")

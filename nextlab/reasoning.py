@@ -26,6 +26,7 @@ import numpy as np
 
 from nextlab.checkpoint import list_checkpoints, load_checkpoint
 from nextlab.config import RunConfig
+from nextlab.data import WORLD_FLOOR_DOCS
 from nextlab.errors import NextlabError
 from nextlab.evals import evaluate_task, get_task
 from nextlab.probe import probe, world_knobs
@@ -93,7 +94,7 @@ def reasoning_sweep(task: str, out: str, quick: bool = False):
     steps = math.ceil(tokens / (BATCH_SIZE * spec["block_size"]))
     train_cfg = {"batch_size": BATCH_SIZE, "warmup_steps": 10 if quick else 30, "schedule": "wsd", "decay_fraction": 0.15,
                  "lr": 6e-3, "muon_lr": 0.04, "eval_every": steps, "save_every": steps, "eval_windows": 32,
-                 "eval_world_docs": 16, "eval_tasks": [task], "eval_tasks_at": log_spaced_steps(steps),
+                 "eval_world_docs": 16 if quick else WORLD_FLOOR_DOCS, "eval_tasks": [task], "eval_tasks_at": log_spaced_steps(steps),
                  "eval_task_items": 32 if quick else CURVE_ITEMS}
     data = {"path": "", "worlds": spec["worlds"], "world_bytes": 300_000 if quick else 3_000_000}
     depths = SMALLER_DEPTHS if quick else (*SMALLER_DEPTHS, spec["depth"])
@@ -116,10 +117,10 @@ def reasoning_config(task: str, out: str, quick: bool = False) -> RunConfig:
     return cfg
 
 
-def sharpness_over_training(metrics: list[dict], task: str) -> dict:
-    """Per metric, the sigmoid fitted to its curve against log10 tokens: width in decades, and the tokens
-    at 10% and 90% of the rise (the width in tokens is their difference)."""
-    rows = [r for r in metrics if r.get("tasks", {}).get(task) and r["tokens"] > 0]
+def sharpness_over_training(metrics: list[dict], task: str, from_tokens: int = 1) -> dict:
+    """Per metric, the sigmoid fitted to its curve against log10 tokens from `from_tokens` on: width in decades,
+    the tokens at 10% and 90% of the rise (the width in tokens is their difference), R^2 and the fit's note."""
+    rows = [r for r in metrics if r.get("tasks", {}).get(task) and r["tokens"] >= max(1, from_tokens)]
     out = {}
     for metric in METRICS:
         have = [r for r in rows if r["tasks"][task].get(metric) is not None]
@@ -151,10 +152,10 @@ def examples(model, tokenizer, task, n: int = N_EXAMPLES) -> list[dict]:
             for it, ids in zip(items, outputs)]
 
 
-def three_digit_task(spec: dict, n: int):
+def three_digit_task(spec: dict, n: int, world_seed: int = 0):
     """Held-out sums whose operands both have 3 digits (the held-out part does not depend on the digit counts)."""
     knobs = {**spec["arithmetic"], "min_digits": 3, "max_digits": 3}
-    task = get_task("arithmetic", n, 1234, {"arithmetic": knobs})
+    task = get_task("arithmetic", n, 1234, {"arithmetic": knobs}, world_seed)
     task.name = "arithmetic_3digit"
     return task
 
@@ -176,28 +177,35 @@ def measure_run(run_dir: str | Path, task: str, quick: bool = False, log=print) 
     metrics = read_metrics(run_dir)
     ckpt = load_checkpoint(paths[-1])
     model, tokenizer = ckpt.model.eval(), ckpt.tokenizer
-    spec = ckpt.config["run"]["data"]["worlds"]
+    run_cfg = ckpt.config["run"]
+    spec, world_seed = run_cfg["data"]["worlds"], run_cfg["data"]["world_seed"]
     n = 64 if quick else FINAL_ITEMS
-    held_out = get_task(task, n, 1234, spec)
+    held_out = get_task(task, n, 1234, spec, world_seed)
     tasks = {task: _scores(evaluate_task(model, tokenizer, held_out))}
     if task == "arithmetic":
-        tasks["arithmetic_3digit"] = _scores(evaluate_task(model, tokenizer, three_digit_task(spec, n)))
+        tasks["arithmetic_3digit"] = _scores(evaluate_task(model, tokenizer, three_digit_task(spec, n, world_seed)))
     ood = _spec(task).get("ood")
     if ood:
-        tasks[ood] = _scores(evaluate_task(model, tokenizer, get_task(ood, n, 1234, spec)))
+        tasks[ood] = _scores(evaluate_task(model, tokenizer, get_task(ood, n, 1234, spec, world_seed)))
+    # the rise is read from the end of the warmup on: before it, at a rising learning rate, the model learns
+    # the alphabet and the format, which moves the per-token scores and not the answers
+    warmup_tokens = run_cfg["train"]["warmup_steps"] * run_cfg["train"]["batch_size"] * run_cfg["model"]["block_size"]
     last = metrics[-1]
     world = next(iter(spec))
     run = {"checkpoint": str(paths[-1]), "params": ckpt.config.get("params"), "tokens": last["tokens"],
            "train_seconds": last["train_s"], "excess_bpb": last.get("worlds", {}).get(world, {}).get("excess_bpb"),
+           "excess_documents": min(run_cfg["train"]["eval_world_docs"], WORLD_FLOOR_DOCS),
            "tasks": tasks, "examples": examples(model, tokenizer, held_out),
            "curve": [{"step": r["step"], "tokens": r["tokens"], **r["tasks"][task]} for r in metrics if r.get("tasks", {}).get(task)],
-           "sharpness": sharpness_over_training(metrics, task)}
+           "sharpness": sharpness_over_training(metrics, task, warmup_tokens), "sharpness_from_tokens": warmup_tokens}
     if task == "arithmetic":
         log("probing the carries")
         result = probe(model, tokenizer, "arithmetic", n_docs=120 if quick else 400, knobs=world_knobs(ckpt.config, "arithmetic"))
         best = max(result.rows, key=lambda r: r["score"])
-        run["carry_probe"] = {"accuracy": best["score"], "random_model": best["random_model"], "layer": best["hook"],
-                              "chance": best["chance"], "rows": result.rows}
+        # best against best: the control gets the same choice of layer the trained model gets
+        control = max(result.rows, key=lambda r: r["random_model"])
+        run["carry_probe"] = {"accuracy": best["score"], "layer": best["hook"], "random_model": control["random_model"],
+                              "random_model_layer": control["hook"], "chance": best["chance"], "rows": result.rows}
     return run
 
 

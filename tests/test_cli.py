@@ -179,6 +179,12 @@ def test_existing_run_needs_resume(tiny_checkpoint, corpus_file, tmp_path):
     assert_one_line_error(run_cli(*tiny_args(corpus_file, run, steps=40)), "already has checkpoints", "--resume")
 
 
+def test_reasoning_unknown_task_is_a_one_line_error(tmp_path):
+    r = run_cli("reasoning", "--tasks", "nope", "--out", str(tmp_path / "r"))
+    assert_one_line_error(r, "no reasoning run for task 'nope'", "arithmetic")
+    assert not (tmp_path / "r").exists()  # refused before anything was written
+
+
 def test_icl_help_lists_its_flags():
     r = run_cli("icl", "--help")
     assert r.returncode == 0, r.stderr

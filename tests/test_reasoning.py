@@ -10,6 +10,7 @@ import pytest
 from nextlab.checkpoint import load_checkpoint
 from nextlab.config import load_config
 from nextlab.data import prepare_corpus
+from nextlab.errors import NextlabError
 from nextlab.evals import evaluate_task, get_task
 from nextlab.reasoning import (
     RUNS,
@@ -120,14 +121,14 @@ def test_checks_of_a_run_follow_its_figures():
 def synthetic_summary():
     """A small run record with every figure the claims read, each meeting its threshold."""
     return {
-        "second_task": None, "reasoning_task": "arithmetic",
-        "floor": {"world": "arithmetic", "excess_bpb": 0.03},
-        "tasks": {"arithmetic": {"exact_match": 0.98}, "arithmetic_3digit": {"exact_match": 0.96}},
+        "second_task": "programs", "reasoning_task": "arithmetic",
+        "floor": {"world": "arithmetic", "excess_bpb": 0.03, "documents": 256},
+        "tasks": {"arithmetic": {"exact_match": 0.98}, "arithmetic_3digit": {"exact_match": 0.96}, "programs": {"exact_match": 0.97}},
         "icl": {"markov_excess_nats": 0.015, "icl_mapping_k8": 1.0},
         "carry_probe": {"accuracy": 0.97, "random_model": 0.8},
         "sweep_exact_match": {"arithmetic": [0.0, 0.97]},
         "sharpness": {"arithmetic": {"exact_match": 0.2, "logprob_per_char": 2.7}},
-        "compression": {"nextlab_bpb": 1.7, "xz_bpb": 1.97},
+        "compression": {"nextlab_bpb": 1.7, "xz_bpb": 1.97, "bytes": 12_000},
         "tuning": {"base_format_following": 0.0, "tuned_format_following": 0.79},
     }
 
@@ -152,6 +153,7 @@ def test_claims_at_a_glance_are_computed_from_the_record():
     for change, measure in [
         (lambda s: s["floor"].update(excess_bpb=0.06), "arithmetic run: loss above the entropy floor"),
         (lambda s: s["tasks"]["arithmetic_3digit"].update(exact_match=0.94), "held-out sums of two 3-digit numbers"),
+        (lambda s: s["tasks"]["programs"].update(exact_match=0.9), "programs: exact match of the greedy continuation"),
         (lambda s: s["carry_probe"].update(random_model=0.83), "carry probe"),
         (lambda s: s["sweep_exact_match"].update(arithmetic=[0.12, 0.97]), "sweep: arithmetic exact match"),
         (lambda s: s["sharpness"]["arithmetic"].update(logprob_per_char=0.5), "log-probability's 10-90% width"),
@@ -160,6 +162,10 @@ def test_claims_at_a_glance_are_computed_from_the_record():
     ]:
         failed = [m for m, met in verdicts(change).items() if not met]
         assert len(failed) == 1 and measure in failed[0], (measure, failed)
+    # without a second task the continuation claim is not measured: arithmetic is not counted twice
+    summary["second_task"] = None
+    row = next(r for r in claim_rows(summary) if r["claim"] == "Tasks are continuations of a prompt")
+    assert row["value"] is None and not row["met"] and "a second task" in row["measure"]
     # a figure the run did not produce is not met, and shown as such, never guessed
     del summary["carry_probe"]
     row = next(r for r in claim_rows(summary) if r["claim"] == "Modelling what produced the text")
@@ -179,3 +185,9 @@ def test_three_digit_items_are_held_out_of_the_runs_training_world():
         a, b = item.prompt.split(" + ")[0], item.prompt.split(" + ")[1].split(" = ")[0]
         assert len(a) == len(b) == 3
         assert held_out.holds(item.prompt + item.target) and not Part(trained_world, heldout=False).holds(item.prompt + item.target)
+
+
+
+def test_eval_tasks_at_must_be_steps():
+    with pytest.raises(NextlabError, match="train.eval_tasks_at must be a list of steps"):
+        load_config(train={"eval_tasks_at": [10, -1]}).check()

@@ -13,11 +13,11 @@ from nextlab.report.page import Section, figure_png
 from nextlab.scaling.emergence import sigmoid
 
 METRIC_STYLE = {"exact_match": ("exact match", "C3", "o-"), "token_accuracy": ("per-token accuracy", "C0", "s-"),
-                "logprob_per_char": ("log-probability per token (right axis)", "C2", "^-")}
+                "logprob_per_char": ("log-probability per character (right axis)", "C2", "^-")}
 
 
 def rise_figure(task: str, run: dict) -> str:
-    """Exact match and per-token accuracy (left axis) and log-probability per token (right axis) against
+    """Exact match and per-token accuracy (left axis) and log-probability per character (right axis) against
     training tokens, log scale, each with its fitted sigmoid and its 10-90% span shaded."""
     import matplotlib.pyplot as plt
 
@@ -37,7 +37,7 @@ def rise_figure(task: str, run: dict) -> str:
     left.set_ylim(-0.02, 1.02)
     left.set_xlabel("training tokens")
     left.set_ylabel("exact match / per-token accuracy")
-    right.set_ylabel("log-probability per token (nats)")
+    right.set_ylabel("log-probability per character (nats)")
     handles = left.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
     left.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="upper left")
     left.grid(alpha=0.3)
@@ -51,8 +51,9 @@ def rise_figure(task: str, run: dict) -> str:
 def _width(sharp: dict) -> str:
     if sharp["width_decades"] is None:
         return f"no sigmoid ({html.escape(sharp['note'])})"
+    note = f"; {html.escape(sharp['note'])}" if sharp["note"] else ""
     return (f"{sharp['width_decades']:.2f} decades ({sharp['tokens_10']:,.0f} to {sharp['tokens_90']:,.0f} tokens, "
-            f"fit R<sup>2</sup> {sharp['r2']:.2f})")
+            f"fit R<sup>2</sup> {sharp['r2']:.2f}{note})")
 
 
 def ood_sentence(task: str, run: dict) -> str:
@@ -61,7 +62,9 @@ def ood_sentence(task: str, run: dict) -> str:
     if not names:
         return ""
     ood, held = run["tasks"][names[0]], run["tasks"][task]
-    if ood["exact_match"] >= 0.5 * held["exact_match"] and held["exact_match"] > 0:
+    if held["exact_match"] == 0:
+        meaning = "the model did not learn the task in distribution either."
+    elif ood["exact_match"] >= 0.5 * held["exact_match"]:
         meaning = "the procedure carries over to longer inputs than any it trained on."
     else:
         meaning = ("what it learned is tied to the lengths it trained on: it computes answers for new items of those "
@@ -87,15 +90,17 @@ def reasoning_section(runs: dict) -> Section:
         parts.append(
             f"<h3>{html.escape(task)}</h3><p>{run['params']:,} parameters, {run['tokens']:,} tokens, "
             f"{run['train_seconds']:.0f} s of training.</p>"
-            "<table><tr><th>items</th><th>exact match</th><th>n</th><th>per-token accuracy</th><th>log-prob per token</th></tr>"
+            "<table><tr><th>items</th><th>exact match</th><th>n</th><th>per-token accuracy</th><th>log-prob per character</th></tr>"
             f"{scores}</table>{rise_figure(task, run)}"
             "<p>How abruptly each metric rises over training, as the 10-90% width of a sigmoid fitted against log tokens "
-            f"(shaded): exact match {_width(sharp['exact_match'])}; per-token accuracy {_width(sharp['token_accuracy'])}; "
+            f"from the end of the warmup ({run['sharpness_from_tokens']:,} tokens; before it, at a rising learning rate, "
+            "the model learns the alphabet and the format, which moves the per-token scores and not the answers), shaded: "
+            f"exact match {_width(sharp['exact_match'])}; per-token accuracy {_width(sharp['token_accuracy'])}; "
             f"log-probability {_width(sharp['logprob_per_char'])}. Exact match rises "
             + (f"{ratio:.1f}x" if math.isfinite(ratio) else "an unmeasured factor")
             + f" more sharply than log-probability (target &ge; {SHARPNESS_RATIO:g}x): an answer of L tokens is right only "
-            "when every token is, so its exact match behaves like p<sup>L</sup> while the per-token scores improve "
-            "smoothly all along (Schaeffer et al., 2023). Both are the same model on the same items.</p>"
+            "when every token is, so its exact match behaves like p<sup>L</sup> and stays near 0 while the per-token "
+            "scores climb (Schaeffer et al., 2023). Both are the same model on the same items.</p>"
             f"<p>{ood_sentence(task, run)}</p>"
         )
         if "carry_probe" in run:
@@ -103,6 +108,7 @@ def reasoning_section(runs: dict) -> Section:
             parts.append(
                 f"<p>The carries, the intermediate results a sum needs, are linearly readable from the residual stream at "
                 f"the position before each answer digit: accuracy {c['accuracy']:.3f} at <code>{html.escape(c['layer'])}</code>, "
-                f"against {c['random_model']:.3f} for a random-init model of the same shape (chance {c['chance']:.3f}; "
+                f"against {c['random_model']:.3f} for a random-init model of the same shape at its best layer, "
+                f"<code>{html.escape(c['random_model_layer'])}</code> (chance {c['chance']:.3f}; "
                 f"target &ge; {CARRY_TARGET} and &ge; {CARRY_MARGIN} above the random model).</p>")
     return Section("Reasoning appears from prediction", "".join(parts))
