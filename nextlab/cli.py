@@ -421,7 +421,7 @@ def cmd_reasoning(args) -> None:
     study = run_reasoning_study(args.out, quick=args.quick, tasks=tuple(args.tasks.split(",")) if args.tasks else None)
     table = Table(title="held-out items (never in training), greedy, no examples in the prompt")
     for col in ("run", "items", "exact match", "n", "per-token accuracy", "log-prob per character"):
-        table.add_column(col, justify="left" if col in ("run", "items") else "right")
+        table.add_column(col, justify="left" if col in ("run", "items") else "right", no_wrap=col in ("run", "items"))
     for task, run in study["runs"].items():
         for name, sc in run["tasks"].items():
             table.add_row(task, name, f"{sc['exact_match']:.3f}", str(sc["n"]), f"{sc['token_accuracy']:.3f}",
