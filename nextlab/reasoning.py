@@ -31,7 +31,8 @@ from nextlab.errors import NextlabError
 from nextlab.evals import evaluate_task, get_task
 from nextlab.probe import probe, world_knobs
 from nextlab.sample import greedy_continuations
-from nextlab.scaling.emergence import WIDTH_PER_S, fit_sigmoid
+from nextlab.scaling.analysis import BOUNDS as EMERGENCE_BOUNDS
+from nextlab.scaling.emergence import sharpness_table
 from nextlab.train import same_run, saved_run_config, train
 
 # One world per run, with knobs a 2-core laptop can learn in a minute or two. Addition with answers written
@@ -53,7 +54,7 @@ SWEEP_TOKEN_SHARES = (0.125, 0.25, 1.0)  # of the run's tokens: the transition l
 QUICK_TOKENS = 40_000
 METRICS = ("exact_match", "token_accuracy", "logprob_per_char")
 # a score's bounds fix the fitted sigmoid's asymptotes; log-probability's is 0 above (certainty), free below
-BOUNDS = {"exact_match": (0.0, 1.0), "token_accuracy": (0.0, 1.0), "logprob_per_char": (None, 0.0)}
+BOUNDS = {**EMERGENCE_BOUNDS, "logprob_per_char": (None, 0.0)}
 FINAL_ITEMS = 500  # held-out items scored at the end
 CURVE_ITEMS = 200  # held-out items scored at each step of the curve
 N_EXAMPLES = 8  # held-out prompts shown with the model's answer
@@ -118,22 +119,17 @@ def reasoning_config(task: str, out: str, quick: bool = False) -> RunConfig:
 
 
 def sharpness_over_training(metrics: list[dict], task: str, from_tokens: int = 1) -> dict:
-    """Per metric, the sigmoid fitted to its curve against log10 tokens from `from_tokens` on: width in decades,
-    the tokens at 10% and 90% of the rise (the width in tokens is their difference), R^2 and the fit's note."""
-    rows = [r for r in metrics if r.get("tasks", {}).get(task) and r["tokens"] >= max(1, from_tokens)]
+    """Per metric, the sigmoid fitted to its curve against log10 tokens from `from_tokens` on (the project's
+    `sharpness_table`): width in decades, the tokens at 10% and 90% of the rise (the width in tokens is their
+    difference), R^2, the fit's note and its parameters."""
+    points = [{"tokens": r["tokens"], **r["tasks"][task]} for r in metrics
+              if r.get("tasks", {}).get(task) and r["tokens"] >= max(1, from_tokens)]
     out = {}
-    for metric in METRICS:
-        have = [r for r in rows if r["tasks"][task].get(metric) is not None]
-        x = np.log10([r["tokens"] for r in have])
-        lower, upper = BOUNDS.get(metric, (None, None))
-        fit = fit_sigmoid(x, [r["tasks"][task][metric] for r in have], lower=lower, upper=upper)
-        if not math.isfinite(fit.width_decades):
-            out[metric] = {"width_decades": None, "tokens_10": None, "tokens_90": None, "r2": None, "note": fit.note,
-                           "fit": None}
-            continue
-        half = abs(fit.s) * WIDTH_PER_S / 2
-        out[metric] = {"width_decades": fit.width_decades, "tokens_10": 10 ** (fit.x0 - half), "tokens_90": 10 ** (fit.x0 + half),
-                       "r2": fit.r2, "note": fit.note, "fit": [fit.x0, fit.s, fit.lo, fit.hi]}
+    for row in sharpness_table(points, list(METRICS), x_key="tokens", bounds=BOUNDS):
+        width, mid = row["width_decades"], row["midpoint"]
+        out[row["metric"]] = {"width_decades": width, "tokens_10": None if width is None else 10 ** (mid - width / 2),
+                              "tokens_90": None if width is None else 10 ** (mid + width / 2),
+                              "r2": row["r2"], "note": row["note"], "fit": row["fit"]}
     return out
 
 

@@ -133,7 +133,8 @@ def fit_sigmoid(log10_compute, score, *, lower: float | None = None, upper: floa
 def sharpness_table(
     points: list[dict], metrics: list[str], x_key: str = "compute", *, bounds: dict[str, tuple[float | None, float | None]] | None = None
 ) -> list[dict]:
-    """One row per metric: midpoint (log10 of x_key), width_decades, r2, contained, note.
+    """One row per metric: midpoint (log10 of x_key), width_decades, r2, contained, note, and the fitted
+    [x0, s, lo, hi] as "fit" (None where there is no transition to fit).
 
     points are dicts holding x_key (compute, > 0) and metric values; a point without a metric is skipped
     for that metric. bounds maps a metric to its fixed (lower, upper) asymptotes, e.g. {"exact_match": (0, 1)}.
@@ -158,5 +159,6 @@ def sharpness_table(
             "contained": fit.contained,
             "note": fit.note,
         }
-        rows.append({k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in row.items()})
+        row = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in row.items()}
+        rows.append({**row, "fit": [fit.x0, fit.s, fit.lo, fit.hi] if math.isfinite(fit.width_decades) else None})
     return rows
