@@ -35,7 +35,7 @@ from nextlab.evals import evaluate_task, get_task
 from nextlab.probe import world_knobs
 from nextlab.probe.heads import head_scores
 from nextlab.sample import score_continuations
-from nextlab.train import initial_model, same_run, saved_run_config, train
+from nextlab.train import initial_model, refuse_other_run, train
 from nextlab.worlds import make_world
 
 # Each markov document writes its 3 symbols with 3 of recall's 8 key letters, drawn anew per document, so the
@@ -236,9 +236,7 @@ def run_icl_study(out: str | Path = "runs/icl", quick: bool = False, log=print) 
     """
     cfg = icl_config(str(out), quick)
     cfg.train.progress = False
-    saved = saved_run_config(out)
-    if saved is not None and not same_run(saved, cfg):
-        raise NextlabError(f"{out} holds another run (not the {'quick ' if quick else ''}in-context run); choose another --out")
+    refuse_other_run(out, cfg, f"{'quick ' if quick else ''}in-context run")
     result = train(cfg, resume=True, log=log)
     log("measuring in-context learning over the checkpoints")
     curve = icl_over_training(out, n_docs=16 if quick else 64, n_items=16 if quick else 64, log=log)

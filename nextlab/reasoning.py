@@ -33,7 +33,7 @@ from nextlab.probe import probe, world_knobs
 from nextlab.sample import greedy_continuations
 from nextlab.scaling.analysis import BOUNDS as EMERGENCE_BOUNDS
 from nextlab.scaling.emergence import sharpness_table
-from nextlab.train import same_run, saved_run_config, train
+from nextlab.train import refuse_other_run, train
 
 # One world per run, with knobs a 2-core laptop can learn in a minute or two. Addition with answers written
 # least significant digit first: the low digits are the ones computable first, left to right. Each run is one
@@ -142,8 +142,9 @@ def examples(model, tokenizer, task, n: int = N_EXAMPLES) -> list[dict]:
     """The first n held-out items: prompt, target, the greedy answer and whether it is right."""
     items = task.items[:n]
     eot = tokenizer.eot_id
+    # as evaluate_task decodes: one token past a document-ending answer, which must stop there
     outputs = greedy_continuations(model, tokenizer, [[eot] + tokenizer.encode(it.prompt) for it in items],
-                                   [len(tokenizer.encode(it.target)) + 1 for it in items])
+                                   [len(tokenizer.encode(it.target)) + it.ends_document for it in items])
     return [{"prompt": it.prompt, "target": it.target, "answer": tokenizer.decode(ids), "right": tokenizer.decode(ids) == it.target}
             for it, ids in zip(items, outputs)]
 
@@ -205,20 +206,29 @@ def measure_run(run_dir: str | Path, task: str, quick: bool = False, log=print) 
     return run
 
 
+def width_ratio(sharpness: dict) -> float | None:
+    """Log-probability's 10-90% width over exact match's (how many times more sharply exact match rose)."""
+    em, lp = sharpness.get("exact_match"), sharpness.get("logprob_per_char")
+    return lp / em if em and lp else None
+
+
+def carry_met(accuracy: float, random_model: float) -> bool:
+    return accuracy >= CARRY_TARGET and accuracy - random_model >= CARRY_MARGIN
+
+
 def checks(runs: dict) -> dict:
-    """Whether each run met its targets, computed from its figures."""
+    """Whether each run met its targets, computed from its figures (the demo's claims use the same tests)."""
     out = {}
     for task, run in runs.items():
         headline = run["tasks"].get(f"{task}_3digit", run["tasks"][task])
         out[f"{task}: held-out exact match >= {TARGET}"] = headline["exact_match"] >= TARGET
-        sharp = run["sharpness"]
-        em, lp = sharp["exact_match"]["width_decades"], sharp["logprob_per_char"]["width_decades"]
+        ratio = width_ratio({m: w["width_decades"] for m, w in run["sharpness"].items()})
         out[f"{task}: exact match rises >= {SHARPNESS_RATIO:g}x more sharply than log-probability"] = (
-            em is not None and lp is not None and lp >= SHARPNESS_RATIO * em)
+            ratio is not None and ratio >= SHARPNESS_RATIO)
         if "carry_probe" in run:
             carry = run["carry_probe"]
-            out[f"{task}: carry probe >= {CARRY_TARGET} and >= {CARRY_MARGIN} above the random model"] = (
-                carry["accuracy"] >= CARRY_TARGET and carry["accuracy"] - carry["random_model"] >= CARRY_MARGIN)
+            out[f"{task}: carry probe >= {CARRY_TARGET} and >= {CARRY_MARGIN} above the random model"] = carry_met(
+                carry["accuracy"], carry["random_model"])
     return out
 
 
@@ -233,9 +243,7 @@ def run_reasoning_study(out: str | Path, quick: bool = False, tasks: tuple[str, 
     for task in tasks:
         log(f"reasoning: a model trained on {task} documents only")
         cfg = reasoning_config(task, str(out / task), quick)
-        saved = saved_run_config(out / task)
-        if saved is not None and not same_run(saved, cfg):
-            raise NextlabError(f"{out / task} holds another run (not the {'quick ' if quick else ''}{task} run); choose another --out")
+        refuse_other_run(out / task, cfg, f"{'quick ' if quick else ''}{task} run")
         train(cfg, resume=True, log=log)
         runs[task] = measure_run(out / task, task, quick, log=log)
     study = {"runs": runs, "checks": checks(runs)}

@@ -174,6 +174,13 @@ def same_run(saved: RunConfig, wanted: RunConfig) -> bool:
     return a == b
 
 
+def refuse_other_run(out: str | Path, wanted: RunConfig, what: str) -> None:
+    """A one-line error if `out` holds a run other than `wanted` (described as `what`): a study resumes its own run only."""
+    saved = saved_run_config(out)
+    if saved is not None and not same_run(saved, wanted):
+        raise NextlabError(f"{out} holds another run (not the {what}); choose another --out")
+
+
 def _read_metrics(path: Path, upto_step: int) -> list[dict]:
     if not path.exists():
         return []
@@ -227,13 +234,13 @@ def evaluate_worlds(model: GPT, eot_id: int, docs: list[dict], device, dtype, ra
 
 def evaluate_tasks(model: GPT, tokenizer, tasks: list, shots: int, device, dtype) -> dict:
     """Both metric families (means) for each task; every rank computes the same numbers."""
-    from nextlab.evals import evaluate_task
+    from nextlab.evals import evaluate_task, means
 
     model.eval()
     with autocast(device, dtype):
         results = {task.name: evaluate_task(model, tokenizer, task, shots) for task in tasks}
     model.train()
-    return {name: {m: v["mean"] for m, v in r.items() if isinstance(v, dict)} for name, r in results.items()}
+    return {name: means(r) for name, r in results.items()}
 
 
 def world_eval_docs(corpus, tokenizer, per_world: int) -> list[dict]:

@@ -1,6 +1,6 @@
 """Tasks as continuations: zero- and few-shot evaluation with discontinuous and continuous metrics."""
 
-from nextlab.evals.run import CONTINUOUS, DISCONTINUOUS, edit_distance, evaluate, evaluate_task
+from nextlab.evals.run import CONTINUOUS, DISCONTINUOUS, edit_distance, evaluate, evaluate_task, means
 from nextlab.evals.tasks import BUILTIN_TASKS, Item, Task, get_task, icl_mapping_task, load_jsonl_task, world_task
 
 __all__ = [
@@ -15,5 +15,6 @@ __all__ = [
     "get_task",
     "icl_mapping_task",
     "load_jsonl_task",
+    "means",
     "world_task",
 ]

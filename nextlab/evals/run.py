@@ -130,6 +130,11 @@ def evaluate_task(
     return result
 
 
+def means(result: dict) -> dict:
+    """A result row's metrics as {metric: mean} (evaluate_task gives {metric: {"mean", "se"}})."""
+    return {metric: v["mean"] for metric, v in result.items() if isinstance(v, dict)}
+
+
 def default_tasks(run_data: dict) -> list[str]:
     """The built-in tasks that fit a model: those of the worlds it trained on, their OOD splits, and icl_mapping."""
     from nextlab.evals.tasks import BUILTIN_TASKS

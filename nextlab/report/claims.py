@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 
 from nextlab.icl import EXCESS_TARGET, MAPPING_TARGET
-from nextlab.reasoning import CARRY_MARGIN, CARRY_TARGET, SHARPNESS_RATIO, TARGET
+from nextlab.reasoning import CARRY_MARGIN, CARRY_TARGET, SHARPNESS_RATIO, TARGET, carry_met, width_ratio
 from nextlab.report.page import Section
 
 FLOOR_TARGET = 0.05  # bits per byte above the entropy floor, the arithmetic run at the end
@@ -36,9 +36,7 @@ def claim_rows(summary: dict) -> list[dict]:
     second = _get(summary, "second_task")  # none yet: the row says "not measured" rather than reuse arithmetic
     reasoning_task = _get(summary, "reasoning_task") or "arithmetic"
     sweep = _get(summary, "sweep_exact_match", reasoning_task)
-    sharp = _get(summary, "sharpness", reasoning_task) or {}
-    em_width, lp_width = sharp.get("exact_match"), sharp.get("logprob_per_char")
-    ratio = lp_width / em_width if em_width and lp_width else None
+    ratio = width_ratio(_get(summary, "sharpness", reasoning_task) or {})
     carry = _get(summary, "carry_probe")
     compression = _get(summary, "compression") or {}
     tuning = _get(summary, "tuning") or {}
@@ -60,7 +58,7 @@ def claim_rows(summary: dict) -> list[dict]:
         _row("Modelling what produced the text", "carry probe accuracy at the best layer, and a random-init model's at its best",
              [carry["accuracy"], carry["random_model"]] if carry else None,
              f">= {CARRY_TARGET}, and >= {CARRY_MARGIN} above the random model",
-             lambda v: v[0] >= CARRY_TARGET and v[0] - v[1] >= CARRY_MARGIN),
+             lambda v: carry_met(*v)),
         _row("Scaling and emergence", f"sweep: {reasoning_task} exact match at the smallest and at the largest compute",
              sweep, f"<= {SWEEP_LOW} and >= {SWEEP_HIGH}", lambda v: v[0] <= SWEEP_LOW and v[1] >= SWEEP_HIGH),
         _row("Scaling and emergence", f"{reasoning_task} over training: log-probability's 10-90% width / exact match's",

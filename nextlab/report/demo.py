@@ -17,7 +17,7 @@ from nextlab.compress.files import measure_compression
 from nextlab.config import RunConfig, load_config
 from nextlab.data import prepare_corpus
 from nextlab.errors import NextlabError
-from nextlab.evals import evaluate, get_task
+from nextlab.evals import evaluate, get_task, means
 from nextlab.evals.run import default_tasks
 from nextlab.icl import run_icl_study
 from nextlab.probe import plot_probe, probe, world_knobs
@@ -112,7 +112,9 @@ def sweep_figures(rows: list[dict], task: str) -> dict:
 
 
 def task_scores(result: dict) -> dict:
-    return {m: (result[m]["mean"] if isinstance(result[m], dict) else result[m]) for m in SUMMARY_METRICS if m in result}
+    """A task's result row as summary.json gives it: n and the means of SUMMARY_METRICS."""
+    flat = {"n": result["n"], **means(result)}
+    return {m: flat[m] for m in SUMMARY_METRICS if m in flat}
 
 
 def build_summary(seconds: float, main_results: list[dict], runs: dict, sweep: dict, icl: dict, compression: dict,
