@@ -189,7 +189,7 @@ def measure_run(run_dir: str | Path, task: str, quick: bool = False, log=print) 
     warmup_tokens = run_cfg["train"]["warmup_steps"] * run_cfg["train"]["batch_size"] * run_cfg["model"]["block_size"]
     last = metrics[-1]
     world = next(iter(spec))
-    run = {"checkpoint": str(paths[-1]), "params": ckpt.config.get("params"), "tokens": last["tokens"],
+    run = {"checkpoint": str(paths[-1]), "worlds": spec, "params": ckpt.config.get("params"), "tokens": last["tokens"],
            "train_seconds": last["train_s"], "excess_bpb": last.get("worlds", {}).get(world, {}).get("excess_bpb"),
            "excess_documents": min(run_cfg["train"]["eval_world_docs"], WORLD_FLOOR_DOCS),
            "tasks": tasks, "examples": examples(model, tokenizer, held_out),

@@ -4,11 +4,12 @@ the carry probe, out-of-distribution length, and held-out prompts marked right o
 from __future__ import annotations
 
 import html
+import json
 import math
 
 import numpy as np
 
-from nextlab.reasoning import CARRY_MARGIN, CARRY_TARGET, SHARPNESS_RATIO, TARGET
+from nextlab.reasoning import CARRY_MARGIN, CARRY_TARGET, SHARPNESS_RATIO, TARGET, width_ratio
 from nextlab.report.page import Section, figure_png
 from nextlab.scaling.emergence import sigmoid
 
@@ -74,9 +75,22 @@ def ood_sentence(task: str, run: dict) -> str:
             f"{ood['exact_match']:.3f} against {held['exact_match']:.3f} in distribution: {meaning}")
 
 
+def world_sentence(run: dict) -> str:
+    """The run's world and knobs, as trained; for reversed answers, how to read them (from the first example)."""
+    knobs = "; ".join(f"<code>{html.escape(w)}</code> {html.escape(json.dumps(k))}" for w, k in run["worlds"].items())
+    text = f"Trained on {knobs}."
+    if run["worlds"].get("arithmetic", {}).get("reverse") and run["examples"]:
+        e = run["examples"][0]
+        sign = "-" if e["target"].startswith("-") else ""
+        plain = sign + e["target"].removeprefix("-")[::-1]
+        text += (f" Answers are written least significant digit first, the order a sum is computed in: "
+                 f"<code>{html.escape(e['prompt'] + e['target'])}</code> says {html.escape(e['prompt'])}{html.escape(plain)}.")
+    return text
+
+
 def reasoning_section(runs: dict) -> Section:
-    parts = ["<p>Predicting the next token of a true equation means computing its answer. Small models trained on one "
-             "world each, with nothing but next-token prediction, are asked to continue prompts they never trained on: "
+    parts = ["<p>Predicting the next token of a true equation means computing its answer. A model trained on one "
+             "world alone, with nothing but next-token prediction, is asked to continue prompts it never trained on: "
              "each world's items are split by a hash of the prompt, the training stream never contains a held-out item "
              "(a test checks it), and every score below is on held-out items, greedy decoding, no examples in the "
              f"prompt. Target: exact match &ge; {TARGET}.</p>"]
@@ -85,10 +99,9 @@ def reasoning_section(runs: dict) -> Section:
             f"<tr><td>{html.escape(name)}</td><td>{s['exact_match']:.3f} &plusmn; {s['exact_match_se']:.3f}</td><td>{s['n']}</td>"
             f"<td>{s['token_accuracy']:.3f}</td><td>{s['logprob_per_char']:.3f}</td></tr>" for name, s in run["tasks"].items())
         sharp = run["sharpness"]
-        em, lp = sharp["exact_match"]["width_decades"], sharp["logprob_per_char"]["width_decades"]
-        ratio = lp / em if em and lp else math.nan
+        ratio = width_ratio({m: w["width_decades"] for m, w in sharp.items()}) or math.nan
         parts.append(
-            f"<h3>{html.escape(task)}</h3><p>{run['params']:,} parameters, {run['tokens']:,} tokens, "
+            f"<h3>{html.escape(task)}</h3><p>{world_sentence(run)} {run['params']:,} parameters, {run['tokens']:,} tokens, "
             f"{run['train_seconds']:.0f} s of training.</p>"
             "<table><tr><th>items</th><th>exact match</th><th>n</th><th>per-token accuracy</th><th>log-prob per character</th></tr>"
             f"{scores}</table>{rise_figure(task, run)}"

@@ -25,7 +25,8 @@ def samples_section(samples: list[tuple[str, str]], temperature: float, held_out
     answers = "".join(f"<h3>{html.escape(task)}</h3>{examples_table(examples)}" for task, examples in (held_out or {}).items())
     if answers:
         answers = ("<p>Prompts the reasoning runs never trained on (held-out items), each model's greedy answer, and "
-                   f"whether it is exactly right:</p>{answers}")
+                   "whether it is exactly right (answers in the world's own format: see the reasoning section):</p>"
+                   f"{answers}")
     return Section("Samples", f"<p>Continuations of the bold prompts by the demo model, temperature {temperature}.</p>{items}{answers}")
 
 
