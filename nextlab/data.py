@@ -183,13 +183,20 @@ def world_documents(cfg: DataConfig) -> tuple[list[tuple[str, str]], Mixture]:
     return docs, mixture
 
 
-def split_world_documents(docs: list[tuple[str, str]], val_fraction: float) -> tuple[list, list]:
+def split_world_documents(docs: list[tuple[str, str]], val_fraction: float) -> tuple[list, list, list[str]]:
     """The first val_fraction of the documents validate, minus any whose text also occurs in training
-    (small worlds such as 1-digit arithmetic repeat documents; validation must be unseen text)."""
+    (small worlds such as 1-digit arithmetic repeat documents; validation must be unseen text).
+
+    A world so small that every one of its validation documents occurs in training (a finite world such as a
+    small fact base, whose whole support is trained on) keeps them: its validation loss then measures fit, not
+    generalization, and its held-out task items are the unseen test. Returns (train, val, those worlds' names).
+    """
     n_val = max(1, int(len(docs) * val_fraction))
     train, val = docs[n_val:], docs[:n_val]
     seen = {text for _, text in train}
-    return train, [(w, t) for w, t in val if t not in seen]
+    unseen = [(w, t) for w, t in val if t not in seen]
+    kept = sorted({w for w, _ in val} - {w for w, _ in unseen})
+    return train, [(w, t) for w, t in val if t not in seen or w in kept], kept
 
 
 def first_per_world(items: list, per_world: int, world=lambda item: item[0]) -> list:
@@ -305,13 +312,9 @@ def prepare_corpus(cfg: DataConfig, tokenizer: Tokenizer | None = None, log=prin
     if not (data_dir / "meta.json").exists():
         text_docs, skipped, world_docs, mixture = sources.load()
         train_texts, val_texts = split_documents(text_docs, cfg.val_fraction) if text_docs else ([], [])
-        world_train, world_val = split_world_documents(world_docs, cfg.val_fraction) if world_docs else ([], [])
+        world_train, world_val, seen_worlds = split_world_documents(world_docs, cfg.val_fraction) if world_docs else ([], [], [])
         train_texts += [t for _, t in world_train]
         val_texts += [t for _, t in world_val]
-        if not val_texts:
-            raise NextlabError(
-                f"data.worlds: every validation document also occurs in training (the worlds {', '.join(cfg.worlds)} "
-                f"repeat their few distinct documents), so nothing unseen is left to validate on; use larger worlds or a data.path")
         n_chars = sum(len(t) for t in train_texts) + sum(len(t) for t in val_texts)
         log(f"tokenizing {len(text_docs)} files and {len(world_docs)} world documents ({n_chars / 1e6:.1f}M chars)")
         train_ids, val_ids = _encode_all(tokenizer, train_texts), _encode_all(tokenizer, val_texts)
@@ -327,6 +330,7 @@ def prepare_corpus(cfg: DataConfig, tokenizer: Tokenizer | None = None, log=prin
             "dtype": str(train_ids.dtype),
             "train_tokens": int(train_ids.size),
             "val_tokens": int(val_ids.size),
+            "val_seen_worlds": seen_worlds,
             "train_bytes": sum(len(t.encode()) for t in train_texts),
             "val_bytes": sum(len(t.encode()) for t in val_texts),
         }
@@ -341,6 +345,9 @@ def prepare_corpus(cfg: DataConfig, tokenizer: Tokenizer | None = None, log=prin
         if skipped:
             log(f"skipped {len(skipped)} files that are not UTF-8 text (e.g. {skipped[0]})")
     meta = json.loads((data_dir / "meta.json").read_text())
+    if meta.get("val_seen_worlds"):
+        log(f"validation text of the worlds {', '.join(meta['val_seen_worlds'])} also occurs in training (every distinct "
+            "document is trained on): their validation loss measures fit, not generalization; held-out task items test that")
     dtype = np.dtype(meta["dtype"])
     train = np.memmap(data_dir / "train.bin", dtype=dtype, mode="r")
     val = np.memmap(data_dir / "val.bin", dtype=dtype, mode="r")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -35,10 +36,14 @@ from nextlab.scaling.analysis import BOUNDS as EMERGENCE_BOUNDS
 from nextlab.scaling.emergence import sharpness_table
 from nextlab.train import refuse_other_run, train
 
-# One world per run, with knobs a 2-core laptop can learn in a minute or two. Addition with answers written
-# least significant digit first: the low digits are the ones computable first, left to right. Each run is one
-# point of a sweep grid (depth layers, 32 channels per layer, heads of 32): the demo's arithmetic sweep
-# (`reasoning_sweep`) ends at exactly this run.
+# One world per run, with knobs a 2-core laptop can learn in a minute or two. Each run is one point of a sweep grid
+# (depth layers, 32 channels per layer, heads of 32).
+# - arithmetic: addition with answers written least significant digit first: the low digits are the ones
+#   computable first, left to right. The demo's sweep (`reasoning_sweep`) ends at exactly this run, and its rise
+#   over training is the one the sharpness target is tested on (EMERGENCE_TASK).
+# - facts: biographies and Q/A lines about 80 invented people; a held-out question asks what only biographies
+#   (and never a Q/A line) stated. Its OOD items ask about people who never appeared in any Q/A line. Measured
+#   here: exact match 0.03-0.11 up to 0.87M tokens, then 1.0 at 2M (100 people without Q/A-free people: 0.94).
 RUNS = {
     "arithmetic": {
         "worlds": {"arithmetic": {"ops": "+", "max_digits": 3, "reverse": True}},
@@ -47,7 +52,15 @@ RUNS = {
         "tokens": 1_500_000,
         "ood": "arithmetic_ood",
     },
+    "facts": {
+        "worlds": {"facts": {"n_people": 80}},
+        "block_size": 128,
+        "depth": 4,
+        "tokens": 2_000_000,
+        "ood": "facts_ood",
+    },
 }
+EMERGENCE_TASK = "arithmetic"
 ASPECT, HEAD_DIM, BATCH_SIZE = 32, 32, 32
 SMALLER_DEPTHS = (1, 2)  # the sweep's other model sizes, beside the run's depth
 SWEEP_TOKEN_SHARES = (0.125, 0.25, 1.0)  # of the run's tokens: the transition lies between the last two
@@ -177,13 +190,17 @@ def measure_run(run_dir: str | Path, task: str, quick: bool = False, log=print) 
     run_cfg = ckpt.config["run"]
     spec, world_seed = run_cfg["data"]["worlds"], run_cfg["data"]["world_seed"]
     n = 64 if quick else FINAL_ITEMS
-    held_out = get_task(task, n, 1234, spec, world_seed)
-    tasks = {task: _scores(evaluate_task(model, tokenizer, held_out))}
-    if task == "arithmetic":
-        tasks["arithmetic_3digit"] = _scores(evaluate_task(model, tokenizer, three_digit_task(spec, n, world_seed)))
-    ood = _spec(task).get("ood")
-    if ood:
-        tasks[ood] = _scores(evaluate_task(model, tokenizer, get_task(ood, n, 1234, spec, world_seed)))
+    with warnings.catch_warnings(record=True) as notes:  # a finite world's "only N items": n is in the results
+        warnings.simplefilter("always")
+        held_out = get_task(task, n, 1234, spec, world_seed)
+        tasks = {task: _scores(evaluate_task(model, tokenizer, held_out))}
+        if task == "arithmetic":
+            tasks["arithmetic_3digit"] = _scores(evaluate_task(model, tokenizer, three_digit_task(spec, n, world_seed)))
+        ood = _spec(task).get("ood")
+        if ood:
+            tasks[ood] = _scores(evaluate_task(model, tokenizer, get_task(ood, n, 1234, spec, world_seed)))
+    for note in notes:
+        log(f"note: {note.message}")
     # the rise is read from the end of the warmup on: before it, at a rising learning rate, the model learns
     # the alphabet and the format, which moves the per-token scores and not the answers
     warmup_tokens = run_cfg["train"]["warmup_steps"] * run_cfg["train"]["batch_size"] * run_cfg["model"]["block_size"]
@@ -222,9 +239,10 @@ def checks(runs: dict) -> dict:
     for task, run in runs.items():
         headline = run["tasks"].get(f"{task}_3digit", run["tasks"][task])
         out[f"{task}: held-out exact match >= {TARGET}"] = headline["exact_match"] >= TARGET
-        ratio = width_ratio({m: w["width_decades"] for m, w in run["sharpness"].items()})
-        out[f"{task}: exact match rises >= {SHARPNESS_RATIO:g}x more sharply than log-probability"] = (
-            ratio is not None and ratio >= SHARPNESS_RATIO)
+        if task == EMERGENCE_TASK:
+            ratio = width_ratio({m: w["width_decades"] for m, w in run["sharpness"].items()})
+            out[f"{task}: exact match rises >= {SHARPNESS_RATIO:g}x more sharply than log-probability"] = (
+                ratio is not None and ratio >= SHARPNESS_RATIO)
         if "carry_probe" in run:
             carry = run["carry_probe"]
             out[f"{task}: carry probe >= {CARRY_TARGET} and >= {CARRY_MARGIN} above the random model"] = carry_met(

@@ -23,6 +23,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -358,7 +359,11 @@ def train(cfg: RunConfig, resume: bool = False, log=print) -> TrainResult:
     if t.eval_tasks:
         from nextlab.evals import get_task  # evals sits beside train; imported only when asked for
 
-        tasks = [get_task(name, t.eval_task_items, 1234, cfg.data.worlds, cfg.data.world_seed) for name in t.eval_tasks]
+        with warnings.catch_warnings(record=True) as notes:  # a small world's "only N items": said once, in the log
+            warnings.simplefilter("always")
+            tasks = [get_task(name, t.eval_task_items, 1234, cfg.data.worlds, cfg.data.world_seed) for name in t.eval_tasks]
+        for note in notes:
+            say(f"note: {note.message}")
 
     def checkpoint(val_loss: float, val_bpb: float) -> Path:
         path = step_dir(out, step)

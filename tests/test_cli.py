@@ -157,7 +157,13 @@ def test_demo_quick_writes_report(tmp_path):
     for name in ("arithmetic", "arithmetic_3digit", "arithmetic_ood"):
         assert set(summary["tasks"][name]) == {"exact_match", "n", "token_accuracy", "logprob_per_char"}
         assert summary["tasks"][name]["n"] == 64
-    assert set(summary["sharpness"]["arithmetic"]) == {"exact_match", "token_accuracy", "logprob_per_char"}
+    # the second reasoning task: questions about facts stated in biographies, on its finite set of held-out items
+    assert summary["second_task"] == "facts"
+    for name in ("facts", "facts_ood"):
+        assert set(summary["tasks"][name]) == {"exact_match", "n", "token_accuracy", "logprob_per_char"}
+        assert 0 < summary["tasks"][name]["n"] <= 64
+    for task in ("arithmetic", "facts"):
+        assert set(summary["sharpness"][task]) == {"exact_match", "token_accuracy", "logprob_per_char"}
     low, high = summary["sweep_exact_match"]["arithmetic"]
     assert 0 <= low <= 1 and 0 <= high <= 1
     assert 0 <= summary["carry_probe"]["accuracy"] <= 1 and 0 <= summary["carry_probe"]["random_model"] <= 1

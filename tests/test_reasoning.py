@@ -24,6 +24,7 @@ from nextlab.reasoning import (
 )
 from nextlab.report.claims import claim_rows, claims_section
 from nextlab.scaling.emergence import sigmoid
+from nextlab.tokenizer import train_tokenizer
 from nextlab.train import train
 from nextlab.worlds import make_world
 from nextlab.worlds.base import Part
@@ -54,6 +55,13 @@ def test_the_reasoning_run_is_the_largest_point_of_its_sweep(tmp_path):
     assert full.train.eval_tasks == ["arithmetic"] and full.train.eval_tasks_at[-1] == full.train.steps
 
 
+def training_documents(data_cfg, tokenizer) -> set[str]:
+    """The distinct documents of a run's real training stream."""
+    ids, eot = prepare_corpus(data_cfg, tokenizer, log=lambda *a: None).train.tolist(), tokenizer.eot_id
+    cuts = [-1] + [i for i, t in enumerate(ids) if t == eot] + [len(ids)]
+    return {tokenizer.decode(ids[a + 1 : b]) for a, b in zip(cuts, cuts[1:]) if b > a + 1}
+
+
 def test_a_short_arithmetic_run_answers_held_out_sums(tmp_path):
     """Half a minute of training on 1-2 digit sums (answers reversed): most held-out sums come out exactly right.
     Measured here (2 threads, 800 steps): 0.965, 0.835, 0.945 and 0.95 with seeds 1337 (this test's), 0, 2 and 7;
@@ -68,10 +76,7 @@ def test_a_short_arithmetic_run_answers_held_out_sums(tmp_path):
     ckpt = load_checkpoint(result.checkpoint)
     task = get_task("arithmetic", 200, 1234, worlds)
     # held out means never trained on: no item's prompt starts a document of this run's training stream
-    corpus = prepare_corpus(cfg.data, ckpt.tokenizer, log=lambda *a: None)
-    ids, eot = corpus.train.tolist(), ckpt.tokenizer.eot_id
-    cuts = [-1] + [i for i, t in enumerate(ids) if t == eot] + [len(ids)]
-    trained = {ckpt.tokenizer.decode(ids[a + 1 : b]).partition(" = ")[0] for a, b in zip(cuts, cuts[1:]) if b > a + 1}
+    trained = {doc.partition(" = ")[0] for doc in training_documents(cfg.data, ckpt.tokenizer)}
     assert len(trained) > 1000
     assert not trained & {it.prompt.partition(" = ")[0] for it in task.items}
     score = evaluate_task(ckpt.model, ckpt.tokenizer, task)
@@ -116,6 +121,27 @@ def test_checks_of_a_run_follow_its_figures():
     failed = checks({"arithmetic": run_figures(em3=0.94, random_model=0.85)})
     assert [k for k, v in failed.items() if not v] == [
         "arithmetic: held-out exact match >= 0.95", "arithmetic: carry probe >= 0.95 and >= 0.15 above the random model"]
+
+
+def test_the_sharpness_target_is_checked_on_the_emergence_task_only():
+    facts = {"tasks": {"facts": {"exact_match": 0.96}}, "sharpness": sharpness_over_training(synthetic_metrics(), "arithmetic")}
+    assert checks({"facts": facts}) == {"facts: held-out exact match >= 0.95": True}
+
+
+def test_the_facts_runs_held_out_questions_were_never_asked_in_training_but_their_answers_were_stated():
+    """The second reasoning task is knowledge extraction: no held-out question is in the run's training stream,
+    yet every answer was stated there, in a biography of that person."""
+    cfg = reasoning_config("facts", "/nonexistent/facts", quick=True)
+    docs = training_documents(cfg.data, train_tokenizer("bytes", []))
+    with pytest.warns(UserWarning, match="facts has only .* distinct items"):  # a finite world: every held-out question
+        task = get_task("facts", 500, 1234, cfg.data.worlds, cfg.data.world_seed)
+    assert len(task.items) >= 20
+    bios = [d for d in docs if not d.startswith("Q: ")]
+    for item in task.items:
+        assert item.prompt + item.target not in docs and not any(d.startswith(item.prompt) for d in docs)
+        name = item.prompt.removeprefix("Q: ").split(" born?")[0].split(" work")[0].removeprefix("Where was ")
+        name = name.removeprefix("When was ").removeprefix("Who does ").removeprefix("What field does ")
+        assert any(name in d and item.target in d for d in bios), item.prompt
 
 
 def synthetic_summary():

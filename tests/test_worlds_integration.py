@@ -11,7 +11,6 @@ from nextlab.checkpoint import load_checkpoint
 from nextlab.cli import main
 from nextlab.config import DataConfig
 from nextlab.data import prepare_corpus, split_world_documents, world_floors
-from nextlab.errors import NextlabError
 from nextlab.sample import document_logprobs, token_logprobs
 from nextlab.worlds import Document, Mixture, make_mixture, make_world, optimal_bits_per_byte
 from nextlab.worlds.base import logsumexp
@@ -74,8 +73,20 @@ def test_optimal_bits_per_byte_is_the_entropy_rate():
 
 def test_split_is_disjoint_by_content():
     docs = [("dice", str(i % 6 + 1)) for i in range(5)] + [("dice", "6")] * 20 + [("dice", "1")] * 30
-    train, val = split_world_documents(docs, 0.2)
-    assert val and not {t for _, t in val} & {t for _, t in train}
+    train, val, seen_worlds = split_world_documents(docs, 0.2)
+    assert val and not {t for _, t in val} & {t for _, t in train} and seen_worlds == []
+
+
+def test_a_world_whose_every_document_is_trained_on_validates_on_seen_text_and_says_so():
+    """A finite world (here 6 texts) keeps its validation documents even though training has them all,
+    while another world's repeats are still dropped from validation."""
+    docs = [("dice", str(i % 6 + 1)) for i in range(12)] + [("dice", str(i % 6 + 1)) for i in range(60)]
+    docs = [(w if i % 2 else "coin", t) for i, (w, t) in enumerate(docs)]
+    train, val, seen_worlds = split_world_documents(docs, 0.2)
+    assert seen_worlds == ["coin", "dice"] and len(val) == int(len(docs) * 0.2)
+    unique = [("coin", "0")] + [("dice", str(i % 6 + 1)) for i in range(40)]
+    train, val, seen_worlds = split_world_documents(unique, 0.2)
+    assert seen_worlds == ["dice"] and ("coin", "0") in val
 
 
 def test_world_floors_include_the_choice_of_source():
@@ -132,8 +143,11 @@ def test_worlds_cli(tmp_path):
     assert r.returncode == 2 and "nothing to train on" in r.stderr
 
 
-def test_a_world_too_small_to_validate_on_unseen_text_is_a_clear_error():
-    """1-digit sums: 90 distinct training documents, so every validation document is also a training one."""
+def test_a_world_too_small_to_validate_on_unseen_text_says_so():
+    """1-digit sums: 90 distinct training documents, so every validation document is also a training one:
+    they validate anyway, recorded in the corpus's metadata and said once per load."""
     cfg = DataConfig(path="", worlds={"arithmetic": {"ops": "+", "max_digits": 1}}, world_bytes=20_000)
-    with pytest.raises(NextlabError, match="every validation document also occurs in training"):
-        prepare_corpus(cfg, log=lambda *a: None)
+    said = []
+    corpus = prepare_corpus(cfg, log=said.append)
+    assert corpus.meta["val_seen_worlds"] == ["arithmetic"] and len(corpus.val) > 0
+    assert any("validation text of the worlds arithmetic also occurs in training" in s for s in said)
