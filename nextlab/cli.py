@@ -678,11 +678,12 @@ def _add_inside(sub) -> None:
     ic.add_argument("--json", metavar="PATH", help="write the summary and the curve (every checkpoint's measures) to this file")
     ic.set_defaults(func=cmd_icl)
 
-    rs = sub.add_parser("reasoning", help="train a model on one world (addition of 1-3 digit numbers) and measure it on held-out items: "
-                        "exact match, how sharply each metric rose over training, the carries in its residual stream")
+    rs = sub.add_parser("reasoning", help="train a model per reasoning task on its world alone (arithmetic: addition of 1-3 digit "
+                        "numbers; facts: biographies and Q/A lines of 80 invented people) and measure it on held-out items: "
+                        "exact match, how sharply each metric rose over training, for arithmetic the carries in its residual stream")
     rs.add_argument("--out", default="runs/reasoning", metavar="DIR",
                     help="directory for the runs, one folder per task (default runs/reasoning; an unfinished run is resumed)")
-    rs.add_argument("--tasks", metavar="LIST", help="comma-separated reasoning tasks (default: all of them)")
+    rs.add_argument("--tasks", metavar="LIST", help="comma-separated reasoning tasks: arithmetic, facts (default: all of them)")
     rs.add_argument("--quick", action="store_true", help="runs of seconds (too short to learn: to try the command)")
     rs.add_argument("--json", metavar="PATH", help="write everything measured (curves, scores, probe, examples) to this file")
     rs.set_defaults(func=cmd_reasoning)

@@ -12,6 +12,7 @@ import numpy as np
 from nextlab.reasoning import CARRY_MARGIN, CARRY_TARGET, EMERGENCE_TASK, SHARPNESS_RATIO, TARGET, width_ratio
 from nextlab.report.page import Section, figure_png
 from nextlab.scaling.emergence import sigmoid
+from nextlab.worlds import make_world
 
 METRIC_STYLE = {"exact_match": ("exact match", "C3", "o-"), "token_accuracy": ("per-token accuracy", "C0", "s-"),
                 "logprob_per_char": ("log-probability per character (right axis)", "C2", "^-")}
@@ -101,10 +102,11 @@ def world_sentence(run: dict) -> str:
         text += (f" Answers are written least significant digit first, the order a sum is computed in: "
                  f"<code>{html.escape(e['prompt'] + e['target'])}</code> says {html.escape(e['prompt'])}{html.escape(plain)}.")
     if "facts" in run["worlds"]:
-        text += (" Half the documents are biographies of invented people, each stating a person's birth city, birth year, "
-                 "employer and field in one of several phrasings; the other half are question/answer lines asking for one "
-                 "of those facts. A held-out question was never in training as a Q/A line: its answer was stated only in "
-                 "biographies, so answering it means retrieving a fact read in one form when asked in another.")
+        bios = make_world("facts", **run["worlds"]["facts"]).p_bio  # the knob as given, or the world's default
+        text += (f" {bios:.0%} of the documents are biographies of invented people, each stating a person's birth city, "
+                 "birth year, employer and field in one of several phrasings; the others are question/answer lines asking "
+                 "for one of those facts. A held-out question was never in training as a Q/A line: its answer was stated "
+                 "only in biographies, so answering it means retrieving a fact read in one form when asked in another.")
     return text
 
 
