@@ -147,12 +147,12 @@ class BPETokenizer:
         return self.hf.encode(text, add_special_tokens=False).ids
 
     def encode_bytes(self, data: bytes) -> list[int]:
-        byte_token = {b: self.hf.token_to_id(c) for c, b in _byte_level_inverse().items()}
+        byte_token = {b: self.hf.token_to_id(c) for c, b in byte_level_inverse().items()}
         return _encode_any_bytes(data, self.encode, byte_token.__getitem__)
 
     def decode_bytes(self, ids: Sequence[int]) -> bytes:
         # The byte-level alphabet maps each byte to one printable char; undo it exactly.
-        table = _byte_level_inverse()
+        table = byte_level_inverse()
         out = bytearray()
         for i in ids:
             if i == self.eot_id:
@@ -196,7 +196,7 @@ def token_pieces(tokenizer: Tokenizer, ids: Sequence[int]) -> list[str]:
     return pieces
 
 
-def _byte_level_inverse() -> dict[str, int]:
+def byte_level_inverse() -> dict[str, int]:
     """GPT-2's bytes_to_unicode table, inverted (char -> byte)."""
     global _BYTE_LEVEL_INVERSE
     if _BYTE_LEVEL_INVERSE is None:

@@ -1,0 +1,166 @@
+"""Model configs and weights, nextlab <-> Hugging Face transformers, for the three architectures both can express.
+
+- `modern` without QK-norm is Llama (`LlamaForCausalLM`), with QK-norm Qwen3 (`Qwen3ForCausalLM`): nextlab's
+  parameter names already follow theirs, so the weights map one to one under a `model.` prefix.
+- `gpt2` is GPT-2 (`GPT2LMHeadModel`): queries, keys and values are one `c_attn` matrix there, every matrix is stored
+  transposed (GPT-2's `Conv1D` computes x @ W), and the output layer is tied to the token embedding.
+
+Each direction checks everything the other side could hold that this side cannot compute exactly (a rotary
+scaling, biases where nextlab has none, a head size other than width / heads, ...) and refuses it by name:
+a model is converted exactly or not at all.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from nextlab.errors import NextlabError
+from nextlab.model import ModelConfig
+
+ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM", "gpt2": "GPT2LMHeadModel"}
+
+
+def hf_model_type(cfg: ModelConfig) -> str:
+    if cfg.arch == "gpt2":
+        return "gpt2"
+    return "qwen3" if cfg.qk_norm else "llama"
+
+
+def hf_config(cfg: ModelConfig, eot_id: int) -> dict:
+    """config.json of the Hugging Face model that computes what a nextlab model of `cfg` computes."""
+    cfg = cfg.resolved()
+    kind = hf_model_type(cfg)
+    common = {"architectures": [ARCHITECTURES[kind]], "model_type": kind, "vocab_size": cfg.vocab_size,
+              "bos_token_id": eot_id, "eos_token_id": eot_id, "torch_dtype": "float32", "use_cache": True}
+    if kind == "gpt2":
+        return {**common, "n_embd": cfg.n_embd, "n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_positions": cfg.block_size,
+                "n_inner": cfg.mlp_hidden, "activation_function": "gelu", "layer_norm_epsilon": cfg.norm_eps,
+                "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0, "scale_attn_weights": True,
+                "scale_attn_by_inverse_layer_idx": False, "reorder_and_upcast_attn": False, "tie_word_embeddings": True}
+    out = {**common, "hidden_size": cfg.n_embd, "intermediate_size": cfg.mlp_hidden, "num_hidden_layers": cfg.n_layer,
+           "num_attention_heads": cfg.n_head, "num_key_value_heads": cfg.n_kv_head, "head_dim": cfg.head_dim,
+           "hidden_act": "silu", "max_position_embeddings": cfg.block_size, "rms_norm_eps": cfg.norm_eps,
+           # both spellings: transformers 5 reads rope_parameters, 4.x rope_theta
+           "rope_theta": cfg.rope_theta, "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
+           "attention_bias": False, "attention_dropout": 0.0, "tie_word_embeddings": False, "initializer_range": 0.02}
+    if kind == "llama":
+        out |= {"mlp_bias": False, "pretraining_tp": 1}
+    else:
+        out |= {"use_sliding_window": False, "sliding_window": None, "max_window_layers": cfg.n_layer}
+    return out
+
+
+def to_hf_state(cfg: ModelConfig, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """nextlab weights under Hugging Face names (contiguous float32 copies)."""
+    if cfg.arch != "gpt2":
+        return {(k if k == "lm_head.weight" else f"model.{_modern_to_hf(k)}"): v.float().contiguous().clone() for k, v in state.items()}
+    out = {"transformer.wte.weight": state["embed_tokens.weight"], "transformer.wpe.weight": state["embed_positions.weight"],
+           "transformer.ln_f.weight": state["norm.weight"], "transformer.ln_f.bias": state["norm.bias"]}
+    for i in range(cfg.n_layer):
+        ours, theirs = f"layers.{i}.", f"transformer.h.{i}."
+        qkv = [state[f"{ours}attn.{p}_proj.weight"] for p in "qkv"]
+        out[f"{theirs}attn.c_attn.weight"] = torch.cat(qkv).T
+        out[f"{theirs}attn.c_attn.bias"] = torch.cat([state[f"{ours}attn.{p}_proj.bias"] for p in "qkv"])
+        out[f"{theirs}attn.c_proj.weight"] = state[f"{ours}attn.o_proj.weight"].T
+        out[f"{theirs}attn.c_proj.bias"] = state[f"{ours}attn.o_proj.bias"]
+        out[f"{theirs}mlp.c_fc.weight"] = state[f"{ours}mlp.up_proj.weight"].T
+        out[f"{theirs}mlp.c_fc.bias"] = state[f"{ours}mlp.up_proj.bias"]
+        out[f"{theirs}mlp.c_proj.weight"] = state[f"{ours}mlp.down_proj.weight"].T
+        out[f"{theirs}mlp.c_proj.bias"] = state[f"{ours}mlp.down_proj.bias"]
+        for norm, hf_norm in (("attn_norm", "ln_1"), ("mlp_norm", "ln_2")):
+            out[f"{theirs}{hf_norm}.weight"] = state[f"{ours}{norm}.weight"]
+            out[f"{theirs}{hf_norm}.bias"] = state[f"{ours}{norm}.bias"]
+    return {k: v.float().contiguous().clone() for k, v in out.items()}
+
+
+_MODERN_NAMES = (("attn_norm", "input_layernorm"), ("mlp_norm", "post_attention_layernorm"), (".attn.", ".self_attn."))
+
+
+def _modern_to_hf(name: str) -> str:
+    for ours, theirs in _MODERN_NAMES:
+        name = name.replace(ours, theirs)
+    return name
+
+
+def _modern_from_hf(name: str) -> str:
+    for ours, theirs in _MODERN_NAMES:
+        name = name.replace(theirs, ours)
+    return name
+
+
+def _need(hf: dict, key: str, source: str):
+    if key not in hf:
+        raise NextlabError(f"{source}: config.json has no {key!r}")
+    return hf[key]
+
+
+def _refuse(source: str, what: str) -> None:
+    raise NextlabError(f"{source}: {what}, which nextlab cannot compute exactly; not imported")
+
+
+def model_config_from_hf(hf: dict, source: str) -> ModelConfig:
+    """The nextlab config of a Hugging Face Llama, Qwen3 or GPT-2 config.json; anything else is refused by name."""
+    kind = hf.get("model_type")
+    if kind not in ARCHITECTURES:
+        raise NextlabError(f"{source}: model_type {kind!r} is not one nextlab can import (llama, qwen3, gpt2)")
+    if kind == "gpt2":
+        act = hf.get("activation_function", "gelu_new")
+        if act != "gelu":
+            _refuse(source, f"activation_function is {act!r} (nextlab's gpt2 preset uses the exact 'gelu')")
+        for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"):
+            if hf.get(flag):
+                _refuse(source, f"{flag} is set")
+        if hf.get("scale_attn_weights", True) is not True:
+            _refuse(source, "scale_attn_weights is off")
+        if hf.get("tie_word_embeddings", True) is not True:
+            _refuse(source, "the output layer is untied from the embedding (nextlab's gpt2 preset ties them)")
+        n_embd = _need(hf, "n_embd", source)
+        return ModelConfig(arch="gpt2", vocab_size=_need(hf, "vocab_size", source), block_size=_need(hf, "n_positions", source),
+                           n_layer=_need(hf, "n_layer", source), n_head=_need(hf, "n_head", source), n_embd=n_embd,
+                           mlp_hidden=hf.get("n_inner") or 4 * n_embd, norm_eps=hf.get("layer_norm_epsilon", 1e-5), dropout=0.0)
+    hidden, heads = _need(hf, "hidden_size", source), _need(hf, "num_attention_heads", source)
+    head_dim = hf.get("head_dim") or hidden // heads
+    if head_dim * heads != hidden:
+        _refuse(source, f"head_dim {head_dim} x {heads} heads is not hidden_size {hidden}")
+    if hf.get("hidden_act", "silu") != "silu":
+        _refuse(source, f"hidden_act is {hf['hidden_act']!r}")
+    for flag in ("attention_bias", "mlp_bias", "use_sliding_window"):
+        if hf.get(flag):
+            _refuse(source, f"{flag} is set")
+    rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type != "default":
+        _refuse(source, f"the rotary positions are scaled ({rope_type!r})")
+    theta = rope.get("rope_theta", hf.get("rope_theta", 10000.0))
+    if hf.get("partial_rotary_factor", 1.0) != 1.0:
+        _refuse(source, "only part of each head is rotated (partial_rotary_factor)")
+    return ModelConfig(arch="modern", vocab_size=_need(hf, "vocab_size", source),
+                       block_size=_need(hf, "max_position_embeddings", source), n_layer=_need(hf, "num_hidden_layers", source),
+                       n_head=heads, n_kv_head=hf.get("num_key_value_heads") or heads, n_embd=hidden,
+                       mlp_hidden=_need(hf, "intermediate_size", source), qk_norm=kind == "qwen3", rope_theta=float(theta),
+                       norm_eps=hf.get("rms_norm_eps", 1e-6), dropout=0.0)
+
+
+def from_hf_state(cfg: ModelConfig, hf_state: dict[str, torch.Tensor], tied: bool) -> dict[str, torch.Tensor]:
+    """Hugging Face weights under nextlab names; a tied Llama/Qwen3 output layer becomes an untied copy (same values)."""
+    if cfg.arch != "gpt2":
+        state = {(k if k == "lm_head.weight" else _modern_from_hf(k.removeprefix("model."))): v for k, v in hf_state.items()}
+        if "lm_head.weight" not in state and tied:
+            state["lm_head.weight"] = state["embed_tokens.weight"].clone()
+        return state
+    s = {k.removeprefix("transformer."): v for k, v in hf_state.items() if not k.endswith((".attn.bias", ".attn.masked_bias"))}
+    out = {"embed_tokens.weight": s["wte.weight"], "embed_positions.weight": s["wpe.weight"],
+           "norm.weight": s["ln_f.weight"], "norm.bias": s["ln_f.bias"], "lm_head.weight": s["wte.weight"]}
+    for i in range(cfg.n_layer):
+        ours, theirs = f"layers.{i}.", f"h.{i}."
+        for p, w, b in zip("qkv", s[f"{theirs}attn.c_attn.weight"].T.chunk(3), s[f"{theirs}attn.c_attn.bias"].chunk(3)):
+            out[f"{ours}attn.{p}_proj.weight"], out[f"{ours}attn.{p}_proj.bias"] = w, b
+        out[f"{ours}attn.o_proj.weight"] = s[f"{theirs}attn.c_proj.weight"].T
+        out[f"{ours}attn.o_proj.bias"] = s[f"{theirs}attn.c_proj.bias"]
+        out[f"{ours}mlp.up_proj.weight"] = s[f"{theirs}mlp.c_fc.weight"].T
+        out[f"{ours}mlp.up_proj.bias"] = s[f"{theirs}mlp.c_fc.bias"]
+        out[f"{ours}mlp.down_proj.weight"] = s[f"{theirs}mlp.c_proj.weight"].T
+        out[f"{ours}mlp.down_proj.bias"] = s[f"{theirs}mlp.c_proj.bias"]
+        for norm, hf_norm in (("attn_norm", "ln_1"), ("mlp_norm", "ln_2")):
+            out[f"{ours}{norm}.weight"], out[f"{ours}{norm}.bias"] = s[f"{theirs}{hf_norm}.weight"], s[f"{theirs}{hf_norm}.bias"]
+    return {k: v.contiguous() for k, v in out.items()}
