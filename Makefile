@@ -3,6 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: demo quick-demo test browser lint bench clean
 
@@ -14,10 +15,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $(STAMP)
 
+# the suite also needs the test-only extras (transformers), which the demo does not
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e ".[dev,hf]"
+	touch $(TEST_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/nextlab demo
 
-quick-demo: $(STAMP)
+quick-# the suite also needs the test-only extras (transformers), which the demo does not
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e ".[dev,hf]"
+	touch $(TEST_STAMP)
+
+demo: $(STAMP)
 	$(BIN)/nextlab demo --quick
 
 # The page's tests drive Debian's Chromium through Playwright (never a browser Playwright downloads).
@@ -28,7 +39,7 @@ browser:
 		     && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
 		|| echo "note: chromium is not installed (as root: apt-get install chromium); the browser tests will be skipped"; }
 
-test: $(STAMP) browser
+test: $(TEST_STAMP) browser
 	$(BIN)/ruff check nextlab tests benchmarks
 	$(BIN)/python -m pytest
 

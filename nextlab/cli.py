@@ -251,6 +251,20 @@ def cmd_decompress(args) -> None:
           f"({st.kb_per_s:.1f} KB/s), SHA-256 verified -> {result.output}")
 
 
+def cmd_export(args) -> None:
+    from nextlab.hf import export_checkpoint
+
+    out = export_checkpoint(args.checkpoint, args.out)
+    print(f"wrote {out}: open it with transformers' AutoModelForCausalLM.from_pretrained and AutoTokenizer.from_pretrained")
+
+
+def cmd_import(args) -> None:
+    from nextlab.hf import import_checkpoint
+
+    out = import_checkpoint(args.directory, args.out)
+    print(f"wrote {out}: a nextlab checkpoint (score, next, serve, compress, probe, eval take it)")
+
+
 def cmd_sweep(args) -> None:
     from nextlab.scaling import load_sweep, run_sweep
 
@@ -632,6 +646,20 @@ def _add_compress(sub) -> None:
     u.set_defaults(func=cmd_decompress)
 
 
+def _add_interop(sub) -> None:
+    """export, import: Hugging Face model directories."""
+    x = sub.add_parser("export", help="write a checkpoint as a Hugging Face model directory (Llama, Qwen3 with QK-norm, "
+                       "or GPT-2; safetensors and a tokenizer that gives nextlab's ids)")
+    x.add_argument("checkpoint", help="checkpoint or run directory")
+    x.add_argument("out", help="new directory for the Hugging Face model")
+    x.set_defaults(func=cmd_export)
+    i = sub.add_parser("import", help="make a nextlab checkpoint of a local Hugging Face Llama, Qwen3 or GPT-2 directory "
+                       "(safetensors weights, byte-level BPE or nextlab tokenizer; nothing is downloaded)")
+    i.add_argument("directory", help="Hugging Face model directory (config.json, model.safetensors, tokenizer.json)")
+    i.add_argument("out", help="checkpoint directory to write")
+    i.set_defaults(func=cmd_import)
+
+
 def _add_scaling(sub) -> None:
     """sweep, fit, emergence: scaling laws."""
     sw = sub.add_parser("sweep", help="train a grid of model sizes, token budgets and seeds (resumable)")
@@ -778,7 +806,7 @@ def _add_demo(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nextlab", description="Train, sample and measure next-token models.")
     sub = p.add_subparsers(dest="command", required=True)
-    for add in (_add_train, _add_use, _add_eval, _add_worlds, _add_compress, _add_scaling, _add_inside, _add_tune,
+    for add in (_add_train, _add_use, _add_eval, _add_worlds, _add_compress, _add_interop, _add_scaling, _add_inside, _add_tune,
                 _add_chat_serve, _add_demo):  # the order of the commands in --help
         add(sub)
     return p

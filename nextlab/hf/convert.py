@@ -71,6 +71,8 @@ def import_checkpoint(directory: str | Path, out: str | Path) -> Path:
         raise NextlabError(f"{config_path}: not valid JSON ({e})") from None
     if not isinstance(hf, dict):
         raise NextlabError(f"{config_path}: expected a JSON object")
+    if Path(out).exists() and (not Path(out).is_dir() or any(Path(out).iterdir())):
+        raise NextlabError(f"{out}: exists and is not an empty directory; choose a new one")
     cfg = model_config_from_hf(hf, str(config_path))
     tokenizer = read_tokenizer(directory)
     if tokenizer.vocab_size > cfg.vocab_size:
