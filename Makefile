@@ -23,12 +23,7 @@ $(TEST_STAMP): $(STAMP)
 demo: $(STAMP)
 	$(BIN)/nextlab demo
 
-quick-# the suite also needs the test-only extras (transformers), which the demo does not
-$(TEST_STAMP): $(STAMP)
-	$(BIN)/pip install -q -e ".[dev,hf]"
-	touch $(TEST_STAMP)
-
-demo: $(STAMP)
+quick-demo: $(STAMP)
 	$(BIN)/nextlab demo --quick
 
 # The page's tests drive Debian's Chromium through Playwright (never a browser Playwright downloads).
