@@ -132,6 +132,28 @@ def test_echo_scores_the_prompt_like_the_library(client, ckpt):
         client.completions.create(model="tiny", prompt=long, max_tokens=5)
 
 
+def test_vllm_tokenizer_endpoints(server, ckpt):
+    """The shapes lm-eval's RemoteTokenizer reads: eos_token from /tokenizer_info, tokens from /tokenize (where, as in
+    vLLM, the end-of-text text is the end-of-text token), prompt from /detokenize."""
+    tok = ckpt.tokenizer
+    info = httpx.get(f"{server}/tokenizer_info").json()
+    assert info["eos_token"] == "<|endoftext|>" and info["eos_token_id"] == tok.eot_id
+    assert info["model_max_length"] == ckpt.model.cfg.block_size
+    eos = httpx.post(f"{server}/tokenize", json={"prompt": info["eos_token"], "add_special_tokens": False}).json()
+    assert eos["tokens"] == [tok.eot_id]
+    text = "the dog <|endoftext|>naïve 🙂"
+    r = httpx.post(f"{server}/tokenize", json={"model": "tiny", "prompt": text, "return_token_strs": True}).json()
+    assert r["tokens"] == tok.encode("the dog ") + [tok.eot_id] + tok.encode("naïve 🙂") and r["count"] == len(r["tokens"])
+    assert r["max_model_len"] == ckpt.model.cfg.block_size and len(r["token_strs"]) == r["count"]
+    ids = tok.encode("the cat sees a bird")
+    assert httpx.post(f"{server}/detokenize", json={"tokens": ids}).json() == {"prompt": "the cat sees a bird"}
+    for path, body, param in [("/detokenize", {"tokens": [tok.vocab_size]}, "tokens"), ("/tokenize", {}, "prompt"),
+                              ("/tokenize", {"messages": [{"role": "user", "content": "hi"}]}, "messages"),
+                              ("/tokenize", {"prompt": "x", "model": "other"}, "model")]:
+        bad = httpx.post(f"{server}{path}", json=body)
+        assert bad.status_code in (400, 404) and bad.json()["error"]["param"] == param, (path, body, bad.text)
+
+
 def test_echo_with_generation(client):
     r = client.completions.create(model="tiny", prompt="the cat", max_tokens=5, echo=True, logprobs=1, temperature=0,
                                   extra_body={"ignore_eos": True})

@@ -51,6 +51,7 @@ from nextlab.serve.completions import (
     run_plan,
     usage_json,
 )
+from nextlab.serve.tokenize import DetokenizeRequest, TokenizeRequest, detokenize, tokenize, tokenizer_info
 from nextlab.tokenizer import token_pieces
 
 log = logging.getLogger("nextlab.serve")
@@ -299,6 +300,22 @@ def create_app(ckpt: Checkpoint, name: str, limits: Limits | None = None) -> Fas
         check_model(req.model)
         plan = plan_chat(req, tokenizer, block, limits, name)
         return await respond(plan, bool(req.stream), chat_json, chat_chunk_json, "chat.completion.chunk")
+
+    @app.get("/tokenizer_info")
+    async def get_tokenizer_info():
+        return tokenizer_info(tokenizer, block)
+
+    @app.post("/tokenize")
+    async def tokenize_text(req: TokenizeRequest):
+        if req.model is not None:
+            check_model(req.model)
+        return tokenize(tokenizer, req, block)
+
+    @app.post("/detokenize")
+    async def detokenize_ids(req: DetokenizeRequest):
+        if req.model is not None:
+            check_model(req.model)
+        return detokenize(tokenizer, req)
 
     @app.get("/", response_class=HTMLResponse)
     async def page():
