@@ -1,9 +1,12 @@
 """Shared fixtures: a small generated corpus, an isolated cache, a tiny trained checkpoint."""
 
+import contextlib
 import os
 import random
+import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -60,3 +63,36 @@ def tiny_checkpoint(corpus_file, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "tiny"
     assert main(tiny_args(corpus_file, out, steps=30)) == 0
     return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving(checkpoint, *args):
+    """`nextlab serve CHECKPOINT ARGS` on a free loopback port, up and healthy; yields its base URL."""
+    import httpx
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "nextlab", "serve", str(checkpoint), "--port", str(port), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    try:
+        while True:
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                pytest.fail(f"server did not start: {proc.stdout.read()}")
+            time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -56,6 +56,8 @@ def test_an_export_computes_what_nextlab_computes(case, tmp_path):
         assert hf_tok(text, add_special_tokens=False)["input_ids"] == ids, text
         assert hf_tok.decode(ids) == tok.decode(ids)
     assert hf_tok.eos_token_id == tok.eot_id and hf_tok.convert_ids_to_tokens(tok.eot_id) == "<|endoftext|>"
+    # by default a text starts a document, as in nextlab: it follows end-of-text
+    assert hf_tok("the quick")["input_ids"] == [tok.eot_id] + tok.encode("the quick")
     # the logits, fp32, on a batch of real token ids
     ids = torch.tensor([([tok.eot_id] + tok.encode(t * 8))[:40] for t in CORPUS[:3]])
     with torch.no_grad():

@@ -8,8 +8,6 @@ import json
 import os
 import shutil
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -17,7 +15,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from conftest import run_cli
+from conftest import free_port, run_cli, serving
 
 from nextlab.checkpoint import load_checkpoint
 from nextlab.sample import generate, score
@@ -32,34 +30,10 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run
                   "--disable-component-update", "--disable-sync"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tiny_checkpoint):
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nextlab", "serve", str(tiny_checkpoint), "--port", str(port), "--threads", "1",
-         "--max-tokens-limit", str(MAX_TOKENS), "--max-body-bytes", str(MAX_BODY)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while True:
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail(f"server did not start: {proc.stdout.read()}")
-        time.sleep(0.2)
-    yield base
-    proc.terminate()
-    proc.wait(timeout=10)
+    with serving(tiny_checkpoint, "--threads", "1", "--max-tokens-limit", str(MAX_TOKENS), "--max-body-bytes", str(MAX_BODY)) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")

@@ -86,7 +86,8 @@ def build_context(task: Task, item: Item, k: int, tokenizer: Tokenizer, block_si
 def evaluate_task(
     model: GPT, tokenizer: Tokenizer, task: Task, shots: int = 0, seed: int = 0, batch_size: int = 32, greedy: bool = True
 ) -> dict:
-    """Both metric families for one task at k = `shots`; {metric: {"mean", "se"}} plus n and shots used."""
+    """Both metric families for one task at k = `shots`: {metric: {"mean", "se"}}, n, shots used, and per item the
+    target's log-probability (and each choice's) under "items"."""
     rng = random.Random(seed)
     block = model.cfg.block_size
     prompted = [build_context(task, item, shots, tokenizer, block, rng) for item in task.items]
@@ -105,6 +106,7 @@ def evaluate_task(
             per_item["exact_match"].append(float(out == item.target))
             per_item["edit_distance"].append(edit_distance(out, item.target) / max(1, len(out), len(item.target)))
     mc = [(i, item) for i, item in enumerate(task.items) if item.choices]
+    choice_logprobs: dict[int, list[float]] = {}
     if mc:
         contexts, continuations = [], []
         for i, item in mc:
@@ -113,8 +115,9 @@ def evaluate_task(
                 continuations.append(tokenizer.encode(choice))
         choice_scores = score_continuations(model, contexts, continuations, batch_size)
         at = 0
-        for _, item in mc:
+        for i, item in mc:
             lps = torch.tensor([float(choice_scores[at + j].logprobs.sum()) for j in range(len(item.choices))])
+            choice_logprobs[i] = lps.tolist()
             at += len(item.choices)
             probs = torch.softmax(lps, 0)
             onehot = torch.zeros_like(probs)
@@ -123,6 +126,9 @@ def evaluate_task(
             per_item["brier"].append(float(((probs - onehot) ** 2).sum()))
     result = {"task": task.name, "shots": shots, "n": len(task.items)}
     result["shots_used"] = sum(p.shots for p in prompted) / max(1, len(prompted))
+    # per item, for comparing with other harnesses item by item: the target's log-probability (and each choice's)
+    result["items"] = [{"target_logprob": lp, **({"choice_logprobs": choice_logprobs[i]} if i in choice_logprobs else {})}
+                       for i, lp in enumerate(per_item["target_logprob"])]
     for metric, values in per_item.items():
         if values:
             mean, se = mean_and_se(values)

@@ -8,6 +8,9 @@ encodes any text to the ids nextlab's tokenizer gives:
   the vocabulary becomes its UTF-8 bytes as the tokens `<0x00>`..`<0xFF>`, ids byte_base + b, as in nextlab.
 - `bpe`: nextlab's BPE is a `tokenizers` byte-level BPE already; it is written as it is.
 
+Each gets a post-processor that puts `<|endoftext|>` before a text when special tokens are asked for (transformers'
+default): in nextlab a prompt starts a document, which follows end-of-text, and so the model is scored and sampled.
+
 nextlab never turns the text "<|endoftext|>" into the special token (only its data pipeline puts one in), so
 `tokenizer_config.json` sets `split_special_tokens`: the exported tokenizer does the same.
 
@@ -37,12 +40,12 @@ def _eot_token(eot_id: int) -> dict:
 
 def hf_tokenizer_json(tokenizer: Tokenizer) -> str:
     """tokenizer.json (the `tokenizers` format) encoding text to exactly `tokenizer`'s ids."""
-    from tokenizers import AddedToken, decoders, models, pre_tokenizers
+    from tokenizers import AddedToken, decoders, models, pre_tokenizers, processors
     from tokenizers import Tokenizer as HFTokenizer
 
     if isinstance(tokenizer, BPETokenizer):
-        return tokenizer.hf.to_str()
-    if isinstance(tokenizer, ByteTokenizer):
+        hf = HFTokenizer.from_str(tokenizer.hf.to_str())
+    elif isinstance(tokenizer, ByteTokenizer):
         hf = HFTokenizer(models.BPE(vocab={c: b for b, c in _byte_level_char().items()} | {EOT: tokenizer.eot_id}, merges=[]))
         hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
         hf.decoder = decoders.ByteLevel()
@@ -56,13 +59,16 @@ def hf_tokenizer_json(tokenizer: Tokenizer) -> str:
     hf.add_special_tokens([AddedToken(EOT, special=True, normalized=False)])
     if hf.token_to_id(EOT) != tokenizer.eot_id:
         raise NextlabError(f"exporting the {tokenizer.kind} tokenizer put {EOT} at id {hf.token_to_id(EOT)}, not {tokenizer.eot_id}")
+    # a text starts a document, as in nextlab: with special tokens (transformers' default) it follows end-of-text
+    hf.post_processor = processors.TemplateProcessing(single=f"{EOT} $A", pair=f"{EOT} $A {EOT} $B",
+                                                      special_tokens=[(EOT, tokenizer.eot_id)])
     return hf.to_str()
 
 
 def hf_tokenizer_config(tokenizer: Tokenizer, block_size: int) -> dict:
     return {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": EOT, "eos_token": EOT, "unk_token": None,
             "pad_token": EOT, "model_max_length": block_size, "split_special_tokens": True,
-            "clean_up_tokenization_spaces": False, "add_bos_token": False, "add_eos_token": False}
+            "clean_up_tokenization_spaces": False}
 
 
 def write_tokenizer(tokenizer: Tokenizer, directory: Path, block_size: int) -> None:
