@@ -311,14 +311,44 @@ def score_in_detail(model: GPT, tokenizer: Tokenizer, ids: Sequence[int], top_n:
     seq = [tokenizer.eot_id] + list(ids)
     out: list[TokenDetail] = []
     for pos, lp in _sliding_logprobs(model, seq, 1):
-        for j, row in enumerate(lp):
-            token = seq[pos + j]
-            top = top_choices(tokenizer, row.exp(), top_n) if top_n else []
-            if token >= row.numel():  # an input-only token (a chat role marker): never predicted
-                out.append(TokenDetail(token, tokenizer.token_str(token), -math.inf, row.numel() + 1, top))
-                continue
-            rank = int((row > row[token]).sum()) + 1
-            out.append(TokenDetail(token, tokenizer.token_str(token), float(row[token]), rank, top))
+        out += _details(tokenizer, seq[pos : pos + len(lp)], lp, top_n)
+    return out
+
+
+@torch.inference_mode()
+def score_in_detail_many(model: GPT, tokenizer: Tokenizer, texts: Sequence[Sequence[int]], top_n: int = 10,
+                         batch_size: int = 32) -> list[list[TokenDetail]]:
+    """`score_in_detail` of many token lists: those that fit the context in right-padded batches, one forward each
+    (padding only follows the real tokens, so causal attention never sees it); longer ones alone, sliding."""
+    device = model.embed_tokens.weight.device
+    out: list[list[TokenDetail]] = [[] for _ in texts]
+    fits = sorted((i for i, ids in enumerate(texts) if 0 < len(ids) < model.cfg.block_size), key=lambda i: len(texts[i]))
+    for i, ids in enumerate(texts):
+        if len(ids) >= model.cfg.block_size:
+            out[i] = score_in_detail(model, tokenizer, ids, top_n)
+    for start in range(0, len(fits), batch_size):
+        idx = fits[start : start + batch_size]
+        seqs = [[tokenizer.eot_id] + list(texts[i]) for i in idx]
+        x = torch.zeros((len(idx), max(len(s) for s in seqs) - 1), dtype=torch.long)
+        for row, s in enumerate(seqs):
+            x[row, : len(s) - 1] = torch.tensor(s[:-1], dtype=torch.long)
+        logits, _ = model(x.to(device))
+        lp = F.log_softmax(logits.float(), -1).cpu()
+        for row, i in enumerate(idx):
+            out[i] = _details(tokenizer, seqs[row][1:], lp[row, : len(seqs[row]) - 1], top_n)
+    return out
+
+
+def _details(tokenizer: Tokenizer, tokens: Sequence[int], rows: torch.Tensor, top_n: int) -> list[TokenDetail]:
+    """TokenDetails of `tokens`, each read off the log-distribution (a row of `rows`) that predicted it."""
+    out = []
+    for token, row in zip(tokens, rows):
+        top = top_choices(tokenizer, row.exp(), top_n) if top_n else []
+        if token >= row.numel():  # an input-only token (a chat role marker): never predicted
+            out.append(TokenDetail(token, tokenizer.token_str(token), -math.inf, row.numel() + 1, top))
+            continue
+        rank = int((row > row[token]).sum()) + 1
+        out.append(TokenDetail(token, tokenizer.token_str(token), float(row[token]), rank, top))
     return out
 
 

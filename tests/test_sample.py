@@ -11,6 +11,8 @@ from nextlab.sample import (
     generate_stream,
     next_token_distribution,
     score,
+    score_in_detail,
+    score_in_detail_many,
     token_logprobs,
 )
 
@@ -136,3 +138,17 @@ def test_streamed_text_is_the_decoded_tokens(ckpt):
         ids = [g.id for g in toks if g.id >= 0]
         assert "".join(g.text for g in toks) == t.decode(ids)
         assert "".join(g.piece for g in toks if g.id >= 0) + toks[-1].text == t.decode(ids)
+
+
+def test_scoring_many_texts_in_batches_matches_one_at_a_time(ckpt):
+    """Right-padded batches of different lengths, an empty text, and one longer than the context (scored alone, sliding)."""
+    tok = ckpt.tokenizer
+    texts = [tok.encode(t) for t in ("the dog", "a big red bird sees the old house", "", "the cat. " * 12, "a")]
+    assert len(texts[3]) > ckpt.model.cfg.block_size
+    many = score_in_detail_many(ckpt.model, tok, texts, top_n=3, batch_size=2)
+    for ids, details in zip(texts, many):
+        alone = score_in_detail(ckpt.model, tok, ids, top_n=3)
+        assert [d.id for d in details] == [d.id for d in alone] == ids
+        assert [d.logprob for d in details] == pytest.approx([d.logprob for d in alone], abs=1e-5)
+        assert [d.rank for d in details] == [d.rank for d in alone]
+        assert [[c.id for c in d.top] for d in details] == [[c.id for c in d.top] for d in alone]

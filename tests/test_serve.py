@@ -128,6 +128,17 @@ def test_vllm_tokenizer_endpoints(server, ckpt):
         assert bad.status_code in (400, 404) and bad.json()["error"]["param"] == param, (path, body, bad.text)
 
 
+def test_a_list_of_prompts_is_scored_as_each_alone(client):
+    """lm-eval sends lists of token-id prompts to score (echo, max_tokens 1): scored together in batches, each
+    gets what it gets alone."""
+    texts = ["the dog sees", "a big red bird", "the old house and the tree"]
+    together = client.completions.create(model="tiny", prompt=texts, max_tokens=1, echo=True, logprobs=1, temperature=0)
+    for text, choice in zip(texts, together.choices):
+        alone = client.completions.create(model="tiny", prompt=text, max_tokens=1, echo=True, logprobs=1, temperature=0).choices[0]
+        assert choice.text == alone.text and choice.logprobs.tokens == alone.logprobs.tokens
+        assert choice.logprobs.token_logprobs == pytest.approx(alone.logprobs.token_logprobs, abs=1e-5)
+
+
 def test_echo_with_generation(client):
     r = client.completions.create(model="tiny", prompt="the cat", max_tokens=5, echo=True, logprobs=1, temperature=0,
                                   extra_body={"ignore_eos": True})

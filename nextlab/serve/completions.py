@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel, ConfigDict
 
 from nextlab.model import GPT
-from nextlab.sample import GeneratedToken, TokenChoice, generate_stream, score_in_detail
+from nextlab.sample import GeneratedToken, TokenChoice, TokenDetail, generate_stream, score_in_detail, score_in_detail_many
 from nextlab.tokenizer import Tokenizer, token_pieces
 
 
@@ -202,15 +202,17 @@ def _top(tokenizer: Tokenizer, choices: list[TokenChoice]) -> tuple[dict[str, fl
 
 
 def run_choice(model: GPT, tokenizer: Tokenizer, plan: Plan, ids: list[int], index: int, seed: int | None,
-               cancelled: Callable[[], bool] = lambda: False) -> Iterator[Piece]:
-    """One choice as pieces: the echoed prompt (if asked), then one piece per generated token, then the finish."""
+               cancelled: Callable[[], bool] = lambda: False, details: list[TokenDetail] | None = None) -> Iterator[Piece]:
+    """One choice as pieces: the echoed prompt (if asked), then one piece per generated token, then the finish.
+    `details`: the prompt's scores when already computed (run_plan scores every prompt in batches)."""
     want = plan.logprobs is not None
     offset = 0
     if plan.echo:
         text = tokenizer.decode(ids)
         piece = Piece(index, text)
         if want:
-            details = score_in_detail(model, tokenizer, ids, top_n=plan.logprobs or 0)
+            if details is None:
+                details = score_in_detail(model, tokenizer, ids, top_n=plan.logprobs or 0)
             piece.tokens = [d.text for d in details]
             piece.token_logprobs = [d.logprob for d in details]
             piece.token_bytes = [tokenizer.decode_bytes([d.id]) for d in details]
@@ -247,12 +249,16 @@ def _piece(g: GeneratedToken, tokenizer: Tokenizer, index: int, offset: int, wan
 
 
 def run_plan(model: GPT, tokenizer: Tokenizer, plan: Plan, cancelled: Callable[[], bool] = lambda: False) -> Iterator[Piece]:
-    """Every choice of every prompt in order (choice index = prompt index x n + i; seed + index seeds it)."""
+    """Every choice of every prompt in order (choice index = prompt index x n + i; seed + index seeds it).
+    Echoed prompts with log-probabilities are scored together first, in batched forwards (lm-eval sends lists)."""
+    scored = [None] * len(plan.prompts)
+    if plan.echo and plan.logprobs is not None:
+        scored = score_in_detail_many(model, tokenizer, plan.prompts, top_n=plan.logprobs)
     for p, ids in enumerate(plan.prompts):
         for i in range(plan.n):
             index = p * plan.n + i
             seed = None if plan.seed is None else plan.seed + index
-            yield from run_choice(model, tokenizer, plan, ids, index, seed, cancelled)
+            yield from run_choice(model, tokenizer, plan, ids, index, seed, cancelled, scored[p])
 
 
 def _logprobs_json(piece: Piece) -> dict:
