@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 ARCHS = ("modern", "gpt2")
 ATTENTION_IMPLS = ("auto", "sdpa", "manual")
+GELUS = ("exact", "tanh")
 
 
 @dataclass
@@ -51,6 +52,7 @@ class ModelConfig:
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
     dropout: float = 0.0
+    gelu: str = "exact"  # gpt2's MLP: "exact" (erf) or "tanh" (the approximation real GPT-2 checkpoints were trained with)
     # "manual" is an explicit matmul-softmax; under bf16 on CPU its backward is
     # much faster than SDPA's. "auto" picks manual when training under bf16.
     attention: str = "auto"
@@ -91,6 +93,10 @@ class ModelConfig:
             out.append(f"model.output_vocab must be between 0 (all tokens) and vocab_size, got {self.output_vocab}")
         if self.output_vocab and self.arch == "gpt2":
             out.append("model.output_vocab (input-only tokens) needs an untied output layer: use the modern preset")
+        if self.gelu not in GELUS:
+            out.append(f"model.gelu must be one of {', '.join(GELUS)}, got {self.gelu!r}")
+        elif self.gelu != "exact" and self.arch != "gpt2":
+            out.append("model.gelu applies to the gpt2 preset only (modern uses SwiGLU)")
         if not 0.0 <= self.dropout < 1.0:
             out.append(f"model.dropout must be in [0, 1), got {self.dropout}")
         return out
@@ -194,6 +200,7 @@ class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.gpt2 = cfg.arch == "gpt2"
+        self.approximate = "tanh" if cfg.gelu == "tanh" else "none"
         if self.gpt2:
             self.up_proj = nn.Linear(cfg.n_embd, cfg.mlp_hidden)
         else:
@@ -203,7 +210,7 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.gpt2:
-            return self.down_proj(F.gelu(self.up_proj(x)))
+            return self.down_proj(F.gelu(self.up_proj(x), approximate=self.approximate))
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 

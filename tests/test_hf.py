@@ -23,12 +23,12 @@ HOSTILE = ["", "plain text", "<|endoftext|> typed as text", "naïve café, 日�
            "tabs\tand\r\nnewlines\n\n  spaces  ", "\x00 NUL and \x7f DEL", "<0x41> looks like a byte token"]
 
 
-def random_checkpoint(path, arch="modern", kind="bytes", qk_norm=True, n_kv_head=0, seed=0):
+def random_checkpoint(path, arch="modern", kind="bytes", qk_norm=True, n_kv_head=0, gelu="exact", seed=0):
     """A small model whose every weight is random (the modern init zeroes some, which would hide a mistake)."""
     torch.manual_seed(seed)
     tok = train_tokenizer(kind, CORPUS, 300)
     cfg = ModelConfig(arch=arch, vocab_size=tok.vocab_size, n_layer=2, n_head=4, n_kv_head=n_kv_head, n_embd=64,
-                      block_size=64, qk_norm=qk_norm)
+                      block_size=64, qk_norm=qk_norm, gelu=gelu)
     model = GPT(cfg)
     with torch.no_grad():
         for p in model.parameters():
@@ -37,14 +37,15 @@ def random_checkpoint(path, arch="modern", kind="bytes", qk_norm=True, n_kv_head
     return model.eval(), tok
 
 
-CASES = {"llama-bytes-gqa": ("modern", "bytes", False, 2), "qwen3-chars": ("modern", "chars", True, 0),
-         "qwen3-bpe-gqa": ("modern", "bpe", True, 1), "gpt2-bpe": ("gpt2", "bpe", False, 0), "gpt2-bytes": ("gpt2", "bytes", False, 0)}
+CASES = {"llama-bytes-gqa": ("modern", "bytes", False, 2, "exact"), "qwen3-chars": ("modern", "chars", True, 0, "exact"),
+         "qwen3-bpe-gqa": ("modern", "bpe", True, 1, "exact"), "gpt2-bpe": ("gpt2", "bpe", False, 0, "exact"),
+         "gpt2-bytes-tanh": ("gpt2", "bytes", False, 0, "tanh")}
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_an_export_computes_what_nextlab_computes(case, tmp_path):
-    arch, kind, qk_norm, n_kv_head = CASES[case]
-    model, tok = random_checkpoint(tmp_path / "ckpt", arch, kind, qk_norm, n_kv_head)
+    arch, kind, qk_norm, n_kv_head, gelu = CASES[case]
+    model, tok = random_checkpoint(tmp_path / "ckpt", arch, kind, qk_norm, n_kv_head, gelu)
     out = export_checkpoint(tmp_path / "ckpt", tmp_path / "hf")
     config = json.loads((out / "config.json").read_text())
     assert config["model_type"] == {"modern": "qwen3" if qk_norm else "llama", "gpt2": "gpt2"}[arch]
@@ -93,10 +94,12 @@ def tiny_hf_configs(vocab_size):
         "qwen3": transformers.Qwen3Config(**c, head_dim=16, tie_word_embeddings=False),
         "gpt2": transformers.GPT2Config(vocab_size=vocab_size, n_embd=64, n_layer=2, n_head=4, n_positions=64,
                                         activation_function="gelu"),
+        # GPT-2's own tanh GELU (transformers' default for GPT-2, and what real GPT-2 checkpoints use)
+        "gpt2-tanh": transformers.GPT2Config(vocab_size=vocab_size, n_embd=64, n_layer=2, n_head=4, n_positions=64),
     }
 
 
-@pytest.mark.parametrize("name", ["llama", "llama-tied", "qwen3", "gpt2"])
+@pytest.mark.parametrize("name", ["llama", "llama-tied", "qwen3", "gpt2", "gpt2-tanh"])
 def test_a_transformers_model_imports_exactly(name, tmp_path):
     tok = train_tokenizer("bpe", CORPUS, 300)
     torch.manual_seed(1)
@@ -141,9 +144,9 @@ def test_what_nextlab_cannot_compute_exactly_is_refused_by_name(change, says, tm
     assert says in refusal(tmp_path, config)
 
 
-def test_gpt2_with_its_tanh_gelu_is_refused_and_pickles_are_never_loaded(tmp_path):
+def test_gpt2_with_another_activation_is_refused_and_pickles_are_never_loaded(tmp_path):
     gpt2 = {"model_type": "gpt2", "vocab_size": 300, "n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": 64}
-    assert "activation_function is 'gelu_new'" in refusal(tmp_path, gpt2)
+    assert "activation_function is 'relu'" in refusal(tmp_path, {**gpt2, "activation_function": "relu"})
     d = tmp_path / "pickled"
     d.mkdir()
     (d / "config.json").write_text(json.dumps({**gpt2, "activation_function": "gelu"}))

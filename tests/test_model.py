@@ -78,6 +78,8 @@ def test_presets_and_parameter_counts():
         ({"arch": "llama"}, "arch"),
         ({"n_head": 4, "n_kv_head": 3}, "n_kv_head"),
         ({"n_embd": 12, "n_head": 4}, "even"),
+        ({"arch": "gpt2", "gelu": "fast"}, "model.gelu must be one of exact, tanh"),
+        ({"gelu": "tanh"}, "gpt2 preset only"),
     ],
 )
 def test_config_problems(kwargs, message):

@@ -2,8 +2,9 @@
 
 - `modern` without QK-norm is Llama (`LlamaForCausalLM`), with QK-norm Qwen3 (`Qwen3ForCausalLM`): nextlab's
   parameter names already follow theirs, so the weights map one to one under a `model.` prefix.
-- `gpt2` is GPT-2 (`GPT2LMHeadModel`): queries, keys and values are one `c_attn` matrix there, every matrix is stored
-  transposed (GPT-2's `Conv1D` computes x @ W), and the output layer is tied to the token embedding.
+- `gpt2` is GPT-2 (`GPT2LMHeadModel`), with the exact GELU or, as real GPT-2 checkpoints, its tanh form: queries,
+  keys and values are one `c_attn` matrix there, every matrix is stored transposed (GPT-2's `Conv1D` computes
+  x @ W), and the output layer is tied to the token embedding.
 
 Each direction checks everything the other side could hold that this side cannot compute exactly (a rotary
 scaling, biases where nextlab has none, a head size other than width / heads, ...) and refuses it by name:
@@ -18,6 +19,9 @@ from nextlab.errors import NextlabError
 from nextlab.model import ModelConfig
 
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM", "gpt2": "GPT2LMHeadModel"}
+GPT2_ACTIVATIONS = {"exact": "gelu", "tanh": "gelu_new"}  # nextlab's gelu -> transformers' activation_function
+# transformers' names for the same tanh approximation (NewGELU and PyTorch's own)
+GELU_FROM_HF = {"gelu": "exact", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}
 
 
 def hf_model_type(cfg: ModelConfig) -> str:
@@ -34,7 +38,7 @@ def hf_config(cfg: ModelConfig, eot_id: int) -> dict:
               "bos_token_id": eot_id, "eos_token_id": eot_id, "torch_dtype": "float32", "use_cache": True}
     if kind == "gpt2":
         return {**common, "n_embd": cfg.n_embd, "n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_positions": cfg.block_size,
-                "n_inner": cfg.mlp_hidden, "activation_function": "gelu", "layer_norm_epsilon": cfg.norm_eps,
+                "n_inner": cfg.mlp_hidden, "activation_function": GPT2_ACTIVATIONS[cfg.gelu], "layer_norm_epsilon": cfg.norm_eps,
                 "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0, "scale_attn_weights": True,
                 "scale_attn_by_inverse_layer_idx": False, "reorder_and_upcast_attn": False, "tie_word_embeddings": True}
     out = {**common, "hidden_size": cfg.n_embd, "intermediate_size": cfg.mlp_hidden, "num_hidden_layers": cfg.n_layer,
@@ -105,8 +109,8 @@ def model_config_from_hf(hf: dict, source: str) -> ModelConfig:
         raise NextlabError(f"{source}: model_type {kind!r} is not one nextlab can import (llama, qwen3, gpt2)")
     if kind == "gpt2":
         act = hf.get("activation_function", "gelu_new")
-        if act != "gelu":
-            _refuse(source, f"activation_function is {act!r} (nextlab's gpt2 preset uses the exact 'gelu')")
+        if act not in GELU_FROM_HF:
+            _refuse(source, f"activation_function is {act!r} (nextlab's gpt2 preset has {', '.join(GELU_FROM_HF)})")
         for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"):
             if hf.get(flag):
                 _refuse(source, f"{flag} is set")
@@ -117,7 +121,8 @@ def model_config_from_hf(hf: dict, source: str) -> ModelConfig:
         n_embd = _need(hf, "n_embd", source)
         return ModelConfig(arch="gpt2", vocab_size=_need(hf, "vocab_size", source), block_size=_need(hf, "n_positions", source),
                            n_layer=_need(hf, "n_layer", source), n_head=_need(hf, "n_head", source), n_embd=n_embd,
-                           mlp_hidden=hf.get("n_inner") or 4 * n_embd, norm_eps=hf.get("layer_norm_epsilon", 1e-5), dropout=0.0)
+                           mlp_hidden=hf.get("n_inner") or 4 * n_embd, norm_eps=hf.get("layer_norm_epsilon", 1e-5), dropout=0.0,
+                           gelu=GELU_FROM_HF[act])
     hidden, heads = _need(hf, "hidden_size", source), _need(hf, "num_attention_heads", source)
     head_dim = hf.get("head_dim") or hidden // heads
     if head_dim * heads != hidden:
