@@ -10,6 +10,7 @@ import argparse
 import json
 import math
 import numbers
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -459,7 +460,9 @@ def cmd_serve(args) -> None:
     from nextlab.serve import Limits, serve
 
     limits = Limits(max_tokens=args.max_tokens_limit, max_queue=args.max_queue, max_body_bytes=args.max_body_bytes)
-    serve(args.checkpoint, host=args.host, port=args.port, name=args.name, limits=limits, threads=args.threads)
+    api_key = args.api_key if args.api_key is not None else os.environ.get("NEXTLAB_API_KEY")
+    serve(args.checkpoint, host=args.host, port=args.port, name=args.name, limits=limits, threads=args.threads,
+          api_key=api_key, insecure=args.insecure)
 
 
 def _task_list(text: str | None) -> list[str]:
@@ -785,7 +788,11 @@ def _add_chat_serve(sub) -> None:
 
     sv = sub.add_parser("serve", help="a web page showing the next-token distribution, and an OpenAI-compatible API")
     sv.add_argument("checkpoint", help="checkpoint or run directory")
-    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only; there is no authentication)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only; any other address "
+                    "needs --api-key or --insecure)")
+    sv.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every route but /health and the page "
+                    "(default: $NEXTLAB_API_KEY; none: no authentication)")
+    sv.add_argument("--insecure", action="store_true", help="listen beyond loopback without an API key")
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--name", help="the model name clients use (default: the run directory's name)")
     sv.add_argument("--threads", type=int, help="PyTorch threads (default: all cores)")

@@ -72,13 +72,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serving(checkpoint, *args):
+def serving(checkpoint, *args, env=None):
     """`nextlab serve CHECKPOINT ARGS` on a free loopback port, up and healthy; yields its base URL."""
     import httpx
 
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "nextlab", "serve", str(checkpoint), "--port", str(port), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
     try:

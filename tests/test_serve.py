@@ -390,3 +390,67 @@ def test_page_in_a_real_browser(server):
             browser.close()
     assert (ARTIFACTS / "serve-page.png").stat().st_size > 10_000
 
+
+
+API_KEY = "s3cret-key"
+
+
+@pytest.fixture(scope="module")
+def keyed_server(tiny_checkpoint):
+    env = {**os.environ, "NEXTLAB_API_KEY": API_KEY}  # the key from the environment, as a deployment would set it
+    with serving(tiny_checkpoint, "--threads", "1", env=env) as base:
+        yield base
+
+
+def test_an_api_key_guards_every_route_but_health_and_the_page(keyed_server):
+    assert httpx.get(f"{keyed_server}/health").status_code == 200
+    assert httpx.get(f"{keyed_server}/").status_code == 200  # the page's shell: it asks for the key itself
+    for method, path in [("GET", "/v1/models"), ("POST", "/v1/completions"), ("GET", "/api/model"), ("POST", "/tokenize"),
+                         ("GET", "/tokenizer_info"), ("GET", "/openapi.json")]:
+        missing = httpx.request(method, f"{keyed_server}{path}", json={})
+        assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer", path
+        assert missing.json()["error"]["code"] == "invalid_api_key" and "didn't provide" in missing.json()["error"]["message"]
+        wrong = httpx.request(method, f"{keyed_server}{path}", json={}, headers={"Authorization": f"Bearer {API_KEY}x"})
+        assert wrong.status_code == 401 and "Incorrect API key" in wrong.json()["error"]["message"]
+    # refused before the body is read: an oversized body without the key gets 401, not 413
+    big = httpx.post(f"{keyed_server}/v1/completions", content=b"x" * (MAX_BODY * 3), headers={"Content-Type": "application/json"})
+    assert big.status_code == 401
+    client = openai.OpenAI(base_url=f"{keyed_server}/v1", api_key=API_KEY, max_retries=0, timeout=60)
+    assert client.completions.create(model="tiny", prompt="the", max_tokens=3, temperature=0).choices
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{keyed_server}/v1", api_key="nope", max_retries=0).models.list()
+
+
+def test_serving_beyond_loopback_needs_a_key_or_insecure(tiny_checkpoint):
+    from nextlab.serve.app import is_loopback
+
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5") and not is_loopback("myhost")
+    r = run_cli("serve", str(tiny_checkpoint), "--host", "0.0.0.0", "--port", str(free_port()))
+    assert r.returncode == 2 and "no API key is set" in r.stderr and "--insecure" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("serve", str(tiny_checkpoint), "--api-key", " ", "--port", str(free_port()))
+    assert r.returncode == 2 and "the API key is empty" in r.stderr
+
+
+def test_the_page_asks_for_the_key_once_and_keeps_it_for_the_tab(keyed_server):
+    _browser_or_skip()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page()
+            asked = []
+            page.on("dialog", lambda d: (asked.append(d.message), d.accept(API_KEY)))
+            page.goto(keyed_server)
+            page.fill("#text", "the big dog")
+            page.wait_for_function("document.querySelectorAll('#tokens .tok').length == 11")
+            page.wait_for_function("document.querySelectorAll('#card tr').length >= 3")  # the card, also behind the key
+            assert len(asked) == 1 and "API key" in asked[0]
+            assert page.evaluate("sessionStorage.getItem('nextlab-api-key')") == API_KEY
+            page.reload()
+            page.fill("#text", "a cat")
+            page.wait_for_function("document.querySelectorAll('#tokens .tok').length == 5")
+            assert len(asked) == 1  # kept for the tab: not asked again
+        finally:
+            browser.close()

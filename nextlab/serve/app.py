@@ -9,6 +9,10 @@ Routes:
     GET  /api/model           the model card the page shows
     POST /api/score           every token of a text: log-probability, rank, top candidates
     POST /api/continue        a sampled continuation as server-sent events, each token with the distribution it came from
+    GET  /tokenizer_info, POST /tokenize, POST /detokenize   vLLM's tokenizer endpoints (see tokenize.py)
+
+With an API key (`serve(api_key=...)`, `nextlab serve --api-key` or NEXTLAB_API_KEY), every route but /health and
+the page's shell needs `Authorization: Bearer KEY` (`ApiKey`); the page asks for the key once per tab.
 
 All model work runs on one worker thread, first come first served: requests
 are accepted concurrently, but the model is never run by two threads at once
@@ -21,6 +25,8 @@ the checkpoint it was started with and nothing else.
 from __future__ import annotations
 
 import asyncio
+import hmac
+import ipaddress
 import json
 import logging
 import socket
@@ -189,6 +195,32 @@ class BodyLimit:
             return await receive()  # later reads wait for the client to go away (disconnect detection)
 
         await self.app(scope, replay, send)
+
+
+OPEN_PATHS = ("/health", "/")  # liveness, and the page's shell, which holds no model data and asks for the key
+
+
+class ApiKey:
+    """With a key set, every route but OPEN_PATHS needs `Authorization: Bearer KEY`: 401 in OpenAI's error shape
+    otherwise, before the body is read. The key is compared in constant time."""
+
+    def __init__(self, app, key: str) -> None:
+        self.app, self.key = app, key.encode()
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            return await self.app(scope, receive, send)
+        given = dict(scope["headers"]).get(b"authorization", b"")
+        scheme, _, token = given.partition(b" ")
+        if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.key):
+            return await self.app(scope, receive, send)
+        message = ("Incorrect API key provided" if given else
+                   "You didn't provide an API key: send it as 'Authorization: Bearer KEY'")
+        body = json.dumps(APIError(401, message, code="invalid_api_key").body()).encode()
+        await send({"type": "http.response.start", "status": 401,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"www-authenticate", b"Bearer")]})
+        await send({"type": "http.response.body", "body": body})
 
 
 class ScoreRequest(BaseModel):
@@ -377,13 +409,31 @@ def create_app(ckpt: Checkpoint, name: str, limits: Limits | None = None) -> Fas
     return app
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
 def serve(checkpoint: str | Path, host: str = "127.0.0.1", port: int = 8000, name: str | None = None,
-          limits: Limits | None = None, threads: int | None = None, log_level: str = "info") -> None:
-    """Load `checkpoint` and serve it until interrupted."""
+          limits: Limits | None = None, threads: int | None = None, log_level: str = "info", api_key: str | None = None,
+          insecure: bool = False) -> None:
+    """Load `checkpoint` and serve it until interrupted; with `api_key`, every route but OPEN_PATHS needs it.
+
+    Listening beyond loopback without a key is refused unless `insecure`: anyone who can reach the port could use it."""
     import torch
     import uvicorn
 
     from nextlab.checkpoint import load_checkpoint
+
+    if api_key is not None and not api_key.strip():
+        raise NextlabError("the API key is empty; give a non-empty --api-key or NEXTLAB_API_KEY")
+    if not api_key and not insecure and not is_loopback(host):
+        raise NextlabError(f"--host {host} is reachable from other machines and no API key is set, so anyone who reaches "
+                           "the port could use the model; set --api-key (or NEXTLAB_API_KEY), or pass --insecure to serve openly")
 
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
         try:
@@ -396,7 +446,10 @@ def serve(checkpoint: str | Path, host: str = "127.0.0.1", port: int = 8000, nam
     name = name or model_name(checkpoint)
     limits = limits or Limits()
     app = BodyLimit(create_app(ckpt, name, limits), limits.max_body_bytes)
-    print(f"serving {name} ({ckpt.path}) on http://{host}:{port}/  (API: http://{host}:{port}/v1)", flush=True)
+    if api_key:
+        app = ApiKey(app, api_key)  # outermost: an unauthenticated body is never read
+    print(f"serving {name} ({ckpt.path}) on http://{host}:{port}/  (API: http://{host}:{port}/v1)"
+          + ("; every route but /health and the page needs the API key" if api_key else ""), flush=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=2)
 
 
