@@ -8,6 +8,8 @@ import json
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -454,3 +456,56 @@ def test_the_page_asks_for_the_key_once_and_keeps_it_for_the_tab(keyed_server):
             assert len(asked) == 1  # kept for the tab: not asked again
         finally:
             browser.close()
+
+
+def test_sigterm_during_streaming_finishes_or_cancels_and_exits_0(tiny_checkpoint):
+    """Four long streams queue behind one model thread; SIGTERM arrives while they run: the server stops accepting,
+    lets them finish within its grace period or cuts them, and exits with status 0."""
+    import signal as signals
+
+    from nextlab.serve.app import SHUTDOWN_GRACE_S
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "nextlab", "serve", str(tiny_checkpoint), "--port", str(port), "--threads", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+            assert time.time() < deadline and proc.poll() is None
+        ends = []
+
+        def stream():
+            body = {"model": "tiny", "prompt": "the", "max_tokens": 1024, "stream": True, "ignore_eos": True}
+            last = None
+            try:
+                with httpx.stream("POST", f"{base}/v1/completions", json=body, timeout=60) as r:
+                    for line in r.iter_lines():
+                        last = line or last
+            except httpx.HTTPError:
+                last = "cut"
+            ends.append(last)
+
+        clients = [threading.Thread(target=stream) for _ in range(4)]
+        for c in clients:
+            c.start()
+        time.sleep(0.3)
+        stopped_at = time.time()
+        proc.send_signal(signals.SIGTERM)
+        assert len(ends) < 4  # streams were in flight
+        assert proc.wait(timeout=SHUTDOWN_GRACE_S + 20) == 0
+        assert time.time() - stopped_at < SHUTDOWN_GRACE_S + 10
+        for c in clients:
+            c.join(timeout=30)
+        assert len(ends) == 4 and all(e in ("data: [DONE]", "cut") or e.startswith("data: ") for e in ends), ends
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"{base}/health", timeout=2)
+        assert "stopped" in proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()

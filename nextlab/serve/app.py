@@ -25,10 +25,12 @@ the checkpoint it was started with and nothing else.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import ipaddress
 import json
 import logging
+import signal
 import socket
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -450,7 +452,32 @@ def serve(checkpoint: str | Path, host: str = "127.0.0.1", port: int = 8000, nam
         app = ApiKey(app, api_key)  # outermost: an unauthenticated body is never read
     print(f"serving {name} ({ckpt.path}) on http://{host}:{port}/  (API: http://{host}:{port}/v1)"
           + ("; every route but /health and the page needs the API key" if api_key else ""), flush=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=2)
+    server = _server_class()(uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=SHUTDOWN_GRACE_S))
+    server.run()
+    print("stopped", flush=True)
+
+
+SHUTDOWN_GRACE_S = 5  # on SIGTERM/SIGINT, how long requests in flight may take to finish before they are cancelled
+
+
+def _server_class():
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, whose shutdown on SIGTERM or SIGINT ends in a clean exit (status 0): it stops accepting,
+        lets requests in flight finish for SHUTDOWN_GRACE_S, cancels the rest (a cancelled stream stops its
+        generation at the next token), and returns, where uvicorn would re-raise the signal."""
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return Server
 
 
 def model_name(checkpoint: str | Path) -> str:
