@@ -15,9 +15,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $(STAMP)
 
-# the suite also needs the test-only extras (transformers, lm-eval), which the demo does not
+# the suite also needs the test-only extras (transformers, lm-eval, schemathesis), which the demo does not
 $(TEST_STAMP): $(STAMP)
-	$(BIN)/pip install -q -e ".[dev,hf,eval]"
+	$(BIN)/pip install -q -e ".[dev,hf,eval,fuzz]"
 	touch $(TEST_STAMP)
 
 demo: $(STAMP)

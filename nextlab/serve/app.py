@@ -140,8 +140,8 @@ class ModelWorker:
         return items()
 
 
-def _error(e: APIError) -> JSONResponse:
-    return JSONResponse(e.body(), status_code=e.status)
+def _error(e: APIError, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse(e.body(), status_code=e.status, headers=headers)
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
@@ -225,14 +225,34 @@ class ApiKey:
         await send({"type": "http.response.body", "body": body})
 
 
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorBody(BaseModel):
+    """OpenAI's error shape, which every refusal of this server takes (APIError.body)."""
+
+    error: ErrorDetail
+
+
+# every status a route may refuse with, declared in the OpenAPI schema (clients and fuzzers read it)
+ERROR_RESPONSES = {status: {"model": ErrorBody, "description": what} for status, what in (
+    (400, "a bad request: the message names the parameter at fault"), (401, "a missing or wrong API key"),
+    (404, "no such model or route"), (405, "a method the route does not take"), (413, "the body is over the limit"),
+    (429, "too many requests waiting for the model"))}
+
+
 class ScoreRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as declared: false is not 0
     text: str
     top: int = 10
 
 
 class ContinueRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as declared: false is not 0
     text: str = ""
     max_tokens: int = 64
     temperature: float = 1.0
@@ -253,7 +273,8 @@ def create_app(ckpt: Checkpoint, name: str, limits: Limits | None = None) -> Fas
     block = model.cfg.block_size
     worker = ModelWorker(limits.max_queue)
     created = int(ckpt.path.stat().st_mtime)
-    app = FastAPI(title="nextlab", summary=f"next-token prediction with {name}", docs_url="/docs", redoc_url=None)
+    app = FastAPI(title="nextlab", summary=f"next-token prediction with {name}", docs_url="/docs", redoc_url=None,
+                  responses=ERROR_RESPONSES)
     app.state.worker = worker
 
     @app.exception_handler(APIError)
@@ -269,7 +290,7 @@ def create_app(ckpt: Checkpoint, name: str, limits: Limits | None = None) -> Fas
     async def http_error(request: Request, exc: StarletteHTTPException):
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
         message = f"no route {request.method} {request.url.path}" if exc.status_code in (404, 405) else str(exc.detail)
-        return _error(APIError(exc.status_code, message, type=kind))
+        return _error(APIError(exc.status_code, message, type=kind), exc.headers)  # e.g. a 405's Allow
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception):

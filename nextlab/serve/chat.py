@@ -21,7 +21,7 @@ from nextlab.tokenizer import Tokenizer, chat_prompt_ids, check_messages, is_cha
 class ChatRequest(BaseModel):
     """The body of POST /v1/chat/completions."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as declared: false is not 0
 
     model: str
     messages: list[dict]

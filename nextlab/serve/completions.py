@@ -62,7 +62,7 @@ class Limits:
 class CompletionRequest(BaseModel):
     """The body of POST /v1/completions. Unknown fields are refused, as OpenAI does."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as declared: false is not 0
 
     model: str
     prompt: str | list[str] | list[int] | list[list[int]] = ""

@@ -20,7 +20,7 @@ from nextlab.tokenizer import EOT, Tokenizer, chat_prompt_ids, check_messages, i
 class TokenizeRequest(BaseModel):
     """vLLM's TokenizeCompletionRequest (a `prompt`) or TokenizeChatRequest (`messages`, for chat-tuned models)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as declared: false is not 0
 
     model: str | None = None
     prompt: str | None = None
@@ -31,7 +31,7 @@ class TokenizeRequest(BaseModel):
 
 
 class DetokenizeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as declared: false is not 0
 
     model: str | None = None
     tokens: list[int]
