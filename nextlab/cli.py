@@ -599,7 +599,7 @@ def _add_eval(sub) -> None:
     e.add_argument("--shots", default="0,1,4", help="comma-separated k values (default 0,1,4)")
     e.add_argument("--n", type=int, default=500, help="items per task")
     e.add_argument("--seed", type=int, default=1234)
-    e.add_argument("--json", help="write the results to this file")
+    e.add_argument("--json", help="write the results to this file, with each item's log-likelihoods (and each choice's)")
     e.set_defaults(func=cmd_eval)
 
 
