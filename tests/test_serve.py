@@ -509,3 +509,28 @@ def test_sigterm_during_streaming_finishes_or_cancels_and_exits_0(tiny_checkpoin
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_stalled_client_does_not_hold_the_model_thread(server):
+    """A client that asks for streams and then never reads: the model thread produces their tokens into each
+    request's own queue and moves on, so the other clients are served as usual."""
+    host, port = server.removeprefix("http://").split(":")
+    body = json.dumps({"model": "tiny", "prompt": "the", "max_tokens": MAX_TOKENS, "stream": True, "ignore_eos": True}).encode()
+    stalled = []
+    for _ in range(4):
+        s = socket.create_connection((host, int(port)))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)  # a tiny window: the server's sends back up at once
+        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        stalled.append(s)  # never read
+    try:
+        start = time.time()
+        for _ in range(5):
+            r = httpx.post(f"{server}/v1/completions", json={"model": "tiny", "prompt": "a cat", "max_tokens": 8, "temperature": 0},
+                           timeout=30)
+            assert r.status_code == 200
+        assert time.time() - start < 20
+        assert httpx.get(f"{server}/health").json()["waiting"] == 0
+    finally:
+        for s in stalled:
+            s.close()
