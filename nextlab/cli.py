@@ -459,7 +459,10 @@ def cmd_reasoning(args) -> None:
 def cmd_serve(args) -> None:
     from nextlab.serve import Limits, serve
 
-    limits = Limits(max_tokens=args.max_tokens_limit, max_queue=args.max_queue, max_body_bytes=args.max_body_bytes)
+    if not args.max_request_seconds > 0:
+        raise NextlabError(f"--max-request-seconds must be more than 0, got {args.max_request_seconds}")
+    limits = Limits(max_tokens=args.max_tokens_limit, max_queue=args.max_queue, max_body_bytes=args.max_body_bytes,
+                    max_request_seconds=args.max_request_seconds)
     api_key = args.api_key if args.api_key is not None else os.environ.get("NEXTLAB_API_KEY")
     serve(args.checkpoint, host=args.host, port=args.port, name=args.name, limits=limits, threads=args.threads,
           api_key=api_key, insecure=args.insecure)
@@ -799,6 +802,8 @@ def _add_chat_serve(sub) -> None:
     sv.add_argument("--max-tokens-limit", type=int, default=1024, help="most completion tokens a request may ask for")
     sv.add_argument("--max-queue", type=int, default=256, help="requests that may wait for the model; more get 429")
     sv.add_argument("--max-body-bytes", type=int, default=1_000_000, help="largest request body; larger gets 413")
+    sv.add_argument("--max-request-seconds", type=float, default=300.0,
+                    help="model time one completion may take; past it, generation stops with finish_reason 'length'")
     sv.set_defaults(func=cmd_serve)
 
 

@@ -534,3 +534,21 @@ def test_a_stalled_client_does_not_hold_the_model_thread(server):
     finally:
         for s in stalled:
             s.close()
+
+
+def test_a_completion_past_its_time_limit_finishes_with_length(ckpt, tiny_checkpoint):
+    """Limits.max_request_seconds bounds one request's model time: past it, generation stops and the choice
+    finishes with "length" (a limit was reached), whole or streamed."""
+    from fastapi.testclient import TestClient
+
+    body = {"model": "tiny", "prompt": "the", "max_tokens": 20, "ignore_eos": True, "temperature": 0}
+    with TestClient(create_app(ckpt, "tiny", Limits(max_request_seconds=0.0))) as c:
+        r = c.post("/v1/completions", json=body).json()
+        assert r["choices"][0]["finish_reason"] == "length" and r["usage"]["completion_tokens"] == 0
+        with c.stream("POST", "/v1/completions", json={**body, "stream": True}) as s:
+            events = [json.loads(line[6:]) for line in s.iter_lines() if line.startswith("data: {")]
+        assert events[-1]["choices"][0]["finish_reason"] == "length" and "".join(e["choices"][0]["text"] for e in events) == ""
+    with TestClient(create_app(ckpt, "tiny", Limits())) as c:  # the default leaves room for the whole completion
+        assert c.post("/v1/completions", json=body).json()["usage"]["completion_tokens"] == 20
+    r = run_cli("serve", str(tiny_checkpoint), "--max-request-seconds", "0", "--port", str(free_port()))
+    assert r.returncode == 2 and "--max-request-seconds must be more than 0" in r.stderr

@@ -321,9 +321,9 @@ def create_app(ckpt: Checkpoint, name: str, limits: Limits | None = None) -> Fas
     async def respond(plan: Plan, stream: bool, whole: Callable, chunk: Callable, chunk_object: str):
         """Run a planned completion: one JSON response, or server-sent events as the tokens come."""
         if not stream:
-            pieces = await worker.run(lambda: list(run_plan(model, tokenizer, plan)))
+            pieces = await worker.run(lambda: list(run_plan(model, tokenizer, plan, seconds=limits.max_request_seconds)))
             return whole(plan, pieces, name)
-        items = worker.stream(lambda cancelled: run_plan(model, tokenizer, plan, cancelled))
+        items = worker.stream(lambda cancelled: run_plan(model, tokenizer, plan, cancelled, limits.max_request_seconds))
 
         async def events():
             started, n_tokens = set(), 0

@@ -57,6 +57,7 @@ class Limits:
     max_score_tokens: int = 16384  # prompt tokens when only scoring (echo, max_tokens 0)
     max_body_bytes: int = 1_000_000  # request body
     max_queue: int = 256  # requests waiting for the model; more are refused with 429
+    max_request_seconds: float = 300.0  # model time per request; past it, generation stops with finish_reason "length"
 
 
 class CompletionRequest(BaseModel):
@@ -202,9 +203,11 @@ def _top(tokenizer: Tokenizer, choices: list[TokenChoice]) -> tuple[dict[str, fl
 
 
 def run_choice(model: GPT, tokenizer: Tokenizer, plan: Plan, ids: list[int], index: int, seed: int | None,
-               cancelled: Callable[[], bool] = lambda: False, details: list[TokenDetail] | None = None) -> Iterator[Piece]:
+               cancelled: Callable[[], bool] = lambda: False, details: list[TokenDetail] | None = None,
+               deadline: float = math.inf) -> Iterator[Piece]:
     """One choice as pieces: the echoed prompt (if asked), then one piece per generated token, then the finish.
-    `details`: the prompt's scores when already computed (run_plan scores every prompt in batches)."""
+    `details`: the prompt's scores when already computed (run_plan scores every prompt in batches). Past `deadline`
+    (time.monotonic()), generation stops and the choice finishes with "length": a limit was reached."""
     want = plan.logprobs is not None
     offset = 0
     if plan.echo:
@@ -231,6 +234,9 @@ def run_choice(model: GPT, tokenizer: Tokenizer, plan: Plan, ids: list[int], ind
     for g in stream:
         if cancelled():
             return
+        if time.monotonic() > deadline:
+            yield Piece(index, "", finish_reason="length")
+            return
         yield _piece(g, tokenizer, index, offset, want)
         offset += len(g.piece)  # where the next token's own text starts (stop strings may hold text back)
 
@@ -248,9 +254,12 @@ def _piece(g: GeneratedToken, tokenizer: Tokenizer, index: int, offset: int, wan
     return piece
 
 
-def run_plan(model: GPT, tokenizer: Tokenizer, plan: Plan, cancelled: Callable[[], bool] = lambda: False) -> Iterator[Piece]:
-    """Every choice of every prompt in order (choice index = prompt index x n + i; seed + index seeds it).
+def run_plan(model: GPT, tokenizer: Tokenizer, plan: Plan, cancelled: Callable[[], bool] = lambda: False,
+             seconds: float = math.inf) -> Iterator[Piece]:
+    """Every choice of every prompt in order (choice index = prompt index x n + i; seed + index seeds it), within
+    `seconds` of model time from the start (Limits.max_request_seconds; see run_choice).
     Echoed prompts with log-probabilities are scored together first, in batched forwards (lm-eval sends lists)."""
+    deadline = time.monotonic() + seconds
     scored = [None] * len(plan.prompts)
     if plan.echo and plan.logprobs is not None:
         scored = score_in_detail_many(model, tokenizer, plan.prompts, top_n=plan.logprobs)
@@ -258,7 +267,7 @@ def run_plan(model: GPT, tokenizer: Tokenizer, plan: Plan, cancelled: Callable[[
         for i in range(plan.n):
             index = p * plan.n + i
             seed = None if plan.seed is None else plan.seed + index
-            yield from run_choice(model, tokenizer, plan, ids, index, seed, cancelled, scored[p])
+            yield from run_choice(model, tokenizer, plan, ids, index, seed, cancelled, scored[p], deadline)
 
 
 def _logprobs_json(piece: Piece) -> dict:
