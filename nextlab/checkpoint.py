@@ -28,6 +28,7 @@ from safetensors.torch import load_model, save_model
 
 import nextlab
 from nextlab.errors import NextlabError
+from nextlab.files import give_default_mode
 from nextlab.model import GPT, ModelConfig
 from nextlab.tokenizer import Tokenizer, load_tokenizer, save_tokenizer
 
@@ -63,6 +64,7 @@ def save_checkpoint(directory: str | Path, model: GPT, tokenizer: Tokenizer, inf
     config = {"nextlab_version": nextlab.__version__, "model": vars(model.cfg).copy(), "tokenizer": tokenizer.kind, **info}
     (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=1))
     save_model(model, str(tmp / WEIGHTS_FILE))
+    give_default_mode(tmp / WEIGHTS_FILE)  # safetensors writes 0600
     save_tokenizer(tokenizer, tmp)
     if train_state is not None:
         torch.save(train_state, tmp / STATE_FILE)

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from nextlab.errors import NextlabError
+from nextlab.files import give_default_mode
 
 MAGIC = b"NXLZ\r\n"
 FORMAT_VERSION = 1
@@ -77,6 +78,7 @@ def write_atomic(path: str | Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        give_default_mode(tmp)  # mkstemp made it 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

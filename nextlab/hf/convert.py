@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from nextlab.checkpoint import load_checkpoint, save_checkpoint
 from nextlab.errors import NextlabError
+from nextlab.files import give_default_mode
 from nextlab.hf.tokenizer import read_tokenizer, write_tokenizer
 from nextlab.hf.weights import from_hf_state, hf_config, model_config_from_hf, to_hf_state
 from nextlab.model import GPT
@@ -49,6 +50,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
     if cfg.arch == "gpt2":  # tied: GPT-2 reads its output layer from the token embedding
         state.pop("lm_head.weight", None)
     save_file(state, str(tmp / HF_WEIGHTS), metadata={"format": "pt"})
+    give_default_mode(tmp / HF_WEIGHTS)  # safetensors writes 0600
     write_tokenizer(tokenizer, tmp, cfg.block_size)
     if out.exists():
         out.rmdir()
