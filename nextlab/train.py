@@ -258,6 +258,16 @@ def initial_model(mcfg: ModelConfig, seed: int) -> GPT:
     return GPT(mcfg)
 
 
+def check_finite(step: int, loss: float, grad_norm: float, out: Path) -> None:
+    """Stop a diverged run before its optimizer step: the last good checkpoint stays as it was."""
+    if math.isfinite(loss) and math.isfinite(grad_norm):
+        return
+    saved = list_checkpoints(out)
+    last = f"the last good checkpoint is {saved[-1]} (untouched; --resume continues from it)" if saved else "no checkpoint was saved yet"
+    raise NextlabError(f"training diverged at step {step} (loss {loss}, gradient norm {grad_norm}); {last}; "
+                       "lower train.lr / train.muon_lr, or set train.grad_clip")
+
+
 def train(cfg: RunConfig, resume: bool = False, log=print) -> TrainResult:
     """Train per `cfg`; with resume, continue from the latest checkpoint in cfg.out if there is one."""
     cfg = copy.deepcopy(cfg).check()  # vocab_size is filled in below; the caller's config stays as given
@@ -464,16 +474,16 @@ def train(cfg: RunConfig, resume: bool = False, log=print) -> TrainResult:
                         _, loss = trained(x, y)
                     (loss / accum).backward()
                 step_loss += loss.detach() / accum
-            if t.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-            for opt in optimizers:
-                opt.step()
-            model.zero_grad(set_to_none=True)
+            # the gradients are already averaged over ranks, so every rank sees the same norm and stops together
+            grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip) if t.grad_clip > 0
+                         else torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None]))
             if world_size > 1:
                 dist.all_reduce(step_loss, op=dist.ReduceOp.AVG)
             loss_value = step_loss.item()
-            if not math.isfinite(loss_value):
-                raise NextlabError(f"training diverged at step {step + 1} (loss {loss_value}); lower train.lr / train.muon_lr")
+            check_finite(step + 1, loss_value, float(grad_norm), out)
+            for opt in optimizers:
+                opt.step()
+            model.zero_grad(set_to_none=True)
             step += 1
             elapsed = time.perf_counter() - step_start
             tokens_seen += tokens_per_step

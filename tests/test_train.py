@@ -117,3 +117,46 @@ def test_two_process_torchrun_matches_one_process(corpus_file, tmp_path):
         if a["train_loss"] is not None:
             assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
     assert one_m[-1]["val_loss"] < one_m[0]["val_loss"]
+
+
+@pytest.mark.parametrize("what", ["loss", "gradient"])
+def test_a_diverged_run_stops_with_one_line_naming_the_step_and_the_last_good_checkpoint(corpus_file, tmp_path, monkeypatch,
+                                                                                         capsys, what):
+    """A non-finite loss (or, with a finite loss, a non-finite gradient) at training step 13 stops the run before its
+    optimizer step: the error names the step and the checkpoint of step 10, which is left as it was."""
+    import torch.nn.functional as F
+
+    real = F.cross_entropy
+    calls = {"train": 0}
+
+    def poisoned(*args, **kwargs):
+        loss = real(*args, **kwargs)
+        if torch.is_grad_enabled():
+            calls["train"] += 1
+            if calls["train"] == 13:
+                return loss * float("nan") if what == "loss" else _InfGrad.apply(loss)
+        return loss
+
+    monkeypatch.setattr(F, "cross_entropy", poisoned)
+    out = tmp_path / "run"
+    assert main(tiny_args(corpus_file, out, steps=30, extra=["train.save_every=5", "train.keep_last=10"])) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "training diverged at step 13" in err
+    assert f"the last good checkpoint is {out / 'checkpoints' / 'step_0000010'}" in err
+    saved = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert saved == ["step_0000005", "step_0000010"]
+    weights = load_file(out / "checkpoints" / "step_0000010" / "model.safetensors")
+    assert all(torch.isfinite(w).all() for w in weights.values())
+    assert main(tiny_args(corpus_file, out, steps=30) + ["--resume"]) == 0  # and the run resumes from it
+
+
+class _InfGrad(torch.autograd.Function):
+    """The identity, whose backward pass is infinite: a finite loss with a non-finite gradient."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * float("inf")
