@@ -44,6 +44,7 @@ from nextlab.checkpoint import (
 from nextlab.config import RunConfig, TrainConfig, config_from_dict
 from nextlab.data import check_fits, even_offsets, first_per_world, prepare_corpus, random_offsets, windows
 from nextlab.errors import NextlabError
+from nextlab.files import LOCK_FILE, run_lock
 from nextlab.model import GPT, ModelConfig
 from nextlab.sample import document_logprobs
 from nextlab.tokenizer import load_tokenizer
@@ -269,6 +270,13 @@ def check_finite(step: int, loss: float, grad_norm: float, out: Path) -> None:
 
 
 def train(cfg: RunConfig, resume: bool = False, log=print) -> TrainResult:
+    """Train (or resume) the run `cfg` describes, holding its directory's lock (files.run_lock) on the main process."""
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    with run_lock(Path(cfg.out) / LOCK_FILE, "nextlab train", log) if main_process else contextlib.nullcontext():
+        return _train(cfg, resume, log)
+
+
+def _train(cfg: RunConfig, resume: bool = False, log=print) -> TrainResult:
     """Train per `cfg`; with resume, continue from the latest checkpoint in cfg.out if there is one."""
     cfg = copy.deepcopy(cfg).check()  # vocab_size is filled in below; the caller's config stays as given
     t = cfg.train

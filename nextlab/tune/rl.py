@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from nextlab.checkpoint import load_checkpoint, save_checkpoint
 from nextlab.errors import NextlabError
+from nextlab.files import lock_beside, run_lock
 from nextlab.sample import sample_batch
 from nextlab.tokenizer import chat_prompt_ids, is_chat
 from nextlab.tune.data import reward, world_examples
@@ -100,7 +101,14 @@ def policy_loss(lp: torch.Tensor, mask: torch.Tensor, advantages: torch.Tensor, 
 
 
 def rl(checkpoint: str | Path, out: str | Path, cfg: RLConfig | None = None, log=print) -> Path:
-    """Reward-tune an instruction-tuned checkpoint and save the result to `out`."""
+    """Reward-tune an instruction-tuned checkpoint and save the result to `out`.
+
+    Holds a lock beside `out` while it runs (files.run_lock): one writer per output."""
+    with run_lock(lock_beside(out), "nextlab tune rl", log):
+        return _rl(checkpoint, out, cfg, log)
+
+
+def _rl(checkpoint: str | Path, out: str | Path, cfg: RLConfig | None = None, log=print) -> Path:
     cfg = cfg.check() if cfg else RLConfig()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

@@ -22,6 +22,7 @@ from nextlab.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from nextlab.config import config_from_dict
 from nextlab.data import prepare_corpus, random_offsets, windows
 from nextlab.errors import NextlabError
+from nextlab.files import lock_beside, run_lock
 from nextlab.model import GPT
 from nextlab.tokenizer import IGNORE, ChatTokenizer, is_chat, render_chat
 from nextlab.tune.chat import add_chat_tokens
@@ -120,7 +121,14 @@ def linear_schedule(step: int, steps: int, warmup: int) -> float:
 
 
 def sft(checkpoint: str | Path, out: str | Path, cfg: SFTConfig | None = None, data: str | Path | None = None, log=print) -> Path:
-    """Instruction-tune `checkpoint` and save the result to `out` (a checkpoint directory)."""
+    """Instruction-tune `checkpoint` and save the result to `out` (a checkpoint directory).
+
+    Holds a lock beside `out` while it runs (files.run_lock): one writer per output."""
+    with run_lock(lock_beside(out), "nextlab tune sft", log):
+        return _sft(checkpoint, out, cfg, data, log)
+
+
+def _sft(checkpoint: str | Path, out: str | Path, cfg: SFTConfig | None = None, data: str | Path | None = None, log=print) -> Path:
     cfg = (cfg or SFTConfig()).check()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
