@@ -43,6 +43,22 @@ def give_default_mode(path: str | Path) -> None:
     os.chmod(path, 0o666 & ~current_umask())
 
 
+def read_json_object(path: str | Path) -> dict:
+    """A JSON object from a file; a missing, unreadable or malformed one is a one-line error naming it."""
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise NextlabError(f"{path}: missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise NextlabError(f"{path}: not valid JSON ({e})") from None
+    except OSError as e:
+        raise NextlabError(f"{path}: cannot read ({e.strerror})") from None
+    if not isinstance(obj, dict):
+        raise NextlabError(f"{path}: expected a JSON object")
+    return obj
+
+
 def lock_beside(path: str | Path) -> Path:
     """The lock file of an output that is replaced whole (a tuned checkpoint): beside it, not inside."""
     path = Path(path)

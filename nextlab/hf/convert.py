@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from nextlab.checkpoint import load_checkpoint, save_checkpoint
 from nextlab.errors import NextlabError
-from nextlab.files import give_default_mode
+from nextlab.files import give_default_mode, read_json_object
 from nextlab.hf.tokenizer import read_tokenizer, write_tokenizer
 from nextlab.hf.weights import from_hf_state, hf_config, model_config_from_hf, to_hf_state
 from nextlab.model import GPT
@@ -65,14 +65,7 @@ def import_checkpoint(directory: str | Path, out: str | Path) -> Path:
     if not directory.is_dir():
         raise NextlabError(f"{directory}: no such directory (nextlab imports local model directories only; nothing is downloaded)")
     config_path = directory / "config.json"
-    try:
-        hf = json.loads(config_path.read_text())
-    except FileNotFoundError:
-        raise NextlabError(f"{config_path}: missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise NextlabError(f"{config_path}: not valid JSON ({e})") from None
-    if not isinstance(hf, dict):
-        raise NextlabError(f"{config_path}: expected a JSON object")
+    hf = read_json_object(config_path)
     if Path(out).exists() and (not Path(out).is_dir() or any(Path(out).iterdir())):
         raise NextlabError(f"{out}: exists and is not an empty directory; choose a new one")
     cfg = model_config_from_hf(hf, str(config_path))

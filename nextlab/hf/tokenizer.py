@@ -24,6 +24,7 @@ import json
 from pathlib import Path
 
 from nextlab.errors import NextlabError
+from nextlab.files import read_json_object
 from nextlab.tokenizer import EOT, BPETokenizer, ByteTokenizer, CharTokenizer, Tokenizer, byte_level_inverse, tokenizer_from_json
 
 NEXTLAB_TOKENIZER_FILE = "nextlab_tokenizer.json"  # the nextlab tokenizer itself, beside the Hugging Face files
@@ -82,12 +83,12 @@ def read_tokenizer(directory: Path) -> Tokenizer:
     """The nextlab tokenizer of a Hugging Face directory: the exact one export wrote, or a byte-level BPE with <|endoftext|>."""
     ours = directory / NEXTLAB_TOKENIZER_FILE
     if ours.exists():
-        return tokenizer_from_json(_read_json(ours), str(ours))
+        return tokenizer_from_json(read_json_object(ours), str(ours))
     path = directory / "tokenizer.json"
     if not path.exists():
         raise NextlabError(f"{directory}: no tokenizer.json (nextlab reads the `tokenizers` format; "
                            "a sentencepiece tokenizer.model alone is not imported)")
-    obj = _read_json(path)
+    obj = read_json_object(path)
     model = obj.get("model") or {}
     if model.get("type") != "BPE" or not isinstance(model.get("vocab"), dict):
         raise NextlabError(f"{path}: a {model.get('type')!r} tokenizer; nextlab imports byte-level BPE tokenizers only")
@@ -106,13 +107,3 @@ def _hf_from_json(obj: dict):
     from tokenizers import Tokenizer as HFTokenizer
 
     return HFTokenizer.from_str(json.dumps(obj))
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        obj = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise NextlabError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(obj, dict):
-        raise NextlabError(f"{path}: expected a JSON object")
-    return obj

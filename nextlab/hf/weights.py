@@ -58,25 +58,26 @@ def to_hf_state(cfg: ModelConfig, state: dict[str, torch.Tensor]) -> dict[str, t
     """nextlab weights under Hugging Face names (contiguous float32 copies)."""
     if cfg.arch != "gpt2":
         return {(k if k == "lm_head.weight" else f"model.{_modern_to_hf(k)}"): v.float().contiguous().clone() for k, v in state.items()}
-    out = {"transformer.wte.weight": state["embed_tokens.weight"], "transformer.wpe.weight": state["embed_positions.weight"],
-           "transformer.ln_f.weight": state["norm.weight"], "transformer.ln_f.bias": state["norm.bias"]}
+    out = {f"transformer.{theirs}": state[ours] for ours, theirs in _GPT2_TOP}
     for i in range(cfg.n_layer):
         ours, theirs = f"layers.{i}.", f"transformer.h.{i}."
-        qkv = [state[f"{ours}attn.{p}_proj.weight"] for p in "qkv"]
-        out[f"{theirs}attn.c_attn.weight"] = torch.cat(qkv).T
+        out[f"{theirs}attn.c_attn.weight"] = torch.cat([state[f"{ours}attn.{p}_proj.weight"] for p in "qkv"]).T
         out[f"{theirs}attn.c_attn.bias"] = torch.cat([state[f"{ours}attn.{p}_proj.bias"] for p in "qkv"])
-        out[f"{theirs}attn.c_proj.weight"] = state[f"{ours}attn.o_proj.weight"].T
-        out[f"{theirs}attn.c_proj.bias"] = state[f"{ours}attn.o_proj.bias"]
-        out[f"{theirs}mlp.c_fc.weight"] = state[f"{ours}mlp.up_proj.weight"].T
-        out[f"{theirs}mlp.c_fc.bias"] = state[f"{ours}mlp.up_proj.bias"]
-        out[f"{theirs}mlp.c_proj.weight"] = state[f"{ours}mlp.down_proj.weight"].T
-        out[f"{theirs}mlp.c_proj.bias"] = state[f"{ours}mlp.down_proj.bias"]
-        for norm, hf_norm in (("attn_norm", "ln_1"), ("mlp_norm", "ln_2")):
-            out[f"{theirs}{hf_norm}.weight"] = state[f"{ours}{norm}.weight"]
-            out[f"{theirs}{hf_norm}.bias"] = state[f"{ours}{norm}.bias"]
+        for name, hf_name, transposed in _GPT2_LAYER:
+            w = state[ours + name]
+            out[theirs + hf_name] = w.T if transposed else w
     return {k: v.float().contiguous().clone() for k, v in out.items()}
 
 
+# GPT-2's names for nextlab's (beside c_attn, which holds q, k and v): whole model, then per layer, with whether
+# GPT-2 stores the matrix transposed (its Conv1D computes x @ W)
+_GPT2_TOP = (("embed_tokens.weight", "wte.weight"), ("embed_positions.weight", "wpe.weight"), ("norm.weight", "ln_f.weight"),
+             ("norm.bias", "ln_f.bias"))
+_GPT2_LAYER = tuple((f"{ours}.{kind}", f"{theirs}.{kind}", transposed and kind == "weight")
+                    for ours, theirs, transposed in (("attn.o_proj", "attn.c_proj", True), ("mlp.up_proj", "mlp.c_fc", True),
+                                                     ("mlp.down_proj", "mlp.c_proj", True), ("attn_norm", "ln_1", False),
+                                                     ("mlp_norm", "ln_2", False))
+                    for kind in ("weight", "bias"))
 _MODERN_NAMES = (("attn_norm", "input_layernorm"), ("mlp_norm", "post_attention_layernorm"), (".attn.", ".self_attn."))
 
 
@@ -154,18 +155,12 @@ def from_hf_state(cfg: ModelConfig, hf_state: dict[str, torch.Tensor], tied: boo
             state["lm_head.weight"] = state["embed_tokens.weight"].clone()
         return state
     s = {k.removeprefix("transformer."): v for k, v in hf_state.items() if not k.endswith((".attn.bias", ".attn.masked_bias"))}
-    out = {"embed_tokens.weight": s["wte.weight"], "embed_positions.weight": s["wpe.weight"],
-           "norm.weight": s["ln_f.weight"], "norm.bias": s["ln_f.bias"], "lm_head.weight": s["wte.weight"]}
+    out = {ours: s[theirs] for ours, theirs in _GPT2_TOP} | {"lm_head.weight": s["wte.weight"]}
     for i in range(cfg.n_layer):
         ours, theirs = f"layers.{i}.", f"h.{i}."
         for p, w, b in zip("qkv", s[f"{theirs}attn.c_attn.weight"].T.chunk(3), s[f"{theirs}attn.c_attn.bias"].chunk(3)):
             out[f"{ours}attn.{p}_proj.weight"], out[f"{ours}attn.{p}_proj.bias"] = w, b
-        out[f"{ours}attn.o_proj.weight"] = s[f"{theirs}attn.c_proj.weight"].T
-        out[f"{ours}attn.o_proj.bias"] = s[f"{theirs}attn.c_proj.bias"]
-        out[f"{ours}mlp.up_proj.weight"] = s[f"{theirs}mlp.c_fc.weight"].T
-        out[f"{ours}mlp.up_proj.bias"] = s[f"{theirs}mlp.c_fc.bias"]
-        out[f"{ours}mlp.down_proj.weight"] = s[f"{theirs}mlp.c_proj.weight"].T
-        out[f"{ours}mlp.down_proj.bias"] = s[f"{theirs}mlp.c_proj.bias"]
-        for norm, hf_norm in (("attn_norm", "ln_1"), ("mlp_norm", "ln_2")):
-            out[f"{ours}{norm}.weight"], out[f"{ours}{norm}.bias"] = s[f"{theirs}{hf_norm}.weight"], s[f"{theirs}{hf_norm}.bias"]
+        for name, hf_name, transposed in _GPT2_LAYER:
+            w = s[theirs + hf_name]
+            out[ours + name] = w.T if transposed else w
     return {k: v.contiguous() for k, v in out.items()}
