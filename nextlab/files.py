@@ -1,4 +1,4 @@
-"""Files nextlab writes: their mode, and the lock a run's writer holds.
+"""Files: the mode of what nextlab writes, the lock a run's writer holds, and JSON objects read with one-line errors.
 
 - Modes: what nextlab writes gets the mode a plain open() would give under the user's umask. Writing through a
   temporary file (tempfile.mkstemp, and safetensors' own writer) leaves it 0600, readable by its owner alone; a
