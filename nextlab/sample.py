@@ -320,7 +320,6 @@ def score_in_detail_many(model: GPT, tokenizer: Tokenizer, texts: Sequence[Seque
                          batch_size: int = 32) -> list[list[TokenDetail]]:
     """`score_in_detail` of many token lists: those that fit the context in right-padded batches, one forward each
     (padding only follows the real tokens, so causal attention never sees it); longer ones alone, sliding."""
-    device = model.embed_tokens.weight.device
     out: list[list[TokenDetail]] = [[] for _ in texts]
     fits = sorted((i for i, ids in enumerate(texts) if 0 < len(ids) < model.cfg.block_size), key=lambda i: len(texts[i]))
     for i, ids in enumerate(texts):
@@ -329,14 +328,20 @@ def score_in_detail_many(model: GPT, tokenizer: Tokenizer, texts: Sequence[Seque
     for start in range(0, len(fits), batch_size):
         idx = fits[start : start + batch_size]
         seqs = [[tokenizer.eot_id] + list(texts[i]) for i in idx]
-        x = torch.zeros((len(idx), max(len(s) for s in seqs) - 1), dtype=torch.long)
-        for row, s in enumerate(seqs):
-            x[row, : len(s) - 1] = torch.tensor(s[:-1], dtype=torch.long)
-        logits, _ = model(x.to(device))
-        lp = F.log_softmax(logits.float(), -1).cpu()
+        lp = F.log_softmax(padded_logits(model, [s[:-1] for s in seqs]).float(), -1).cpu()
         for row, i in enumerate(idx):
             out[i] = _details(tokenizer, seqs[row][1:], lp[row, : len(seqs[row]) - 1], top_n)
     return out
+
+
+def padded_logits(model: GPT, inputs: Sequence[Sequence[int]]) -> torch.Tensor:
+    """The logits of token lists right-padded into one batch: padding only follows the real tokens, so causal
+    attention never sees it, and each row's logits up to its length are its own."""
+    x = torch.zeros((len(inputs), max(len(s) for s in inputs)), dtype=torch.long)
+    for row, s in enumerate(inputs):
+        x[row, : len(s)] = torch.tensor(list(s), dtype=torch.long)
+    logits, _ = model(x.to(model.embed_tokens.weight.device))
+    return logits
 
 
 def _details(tokenizer: Tokenizer, tokens: Sequence[int], rows: torch.Tensor, top_n: int) -> list[TokenDetail]:
@@ -369,7 +374,6 @@ def score_continuations(
     with `token_logprobs`.
     Wrap the call in torch.autocast to score under bf16.
     """
-    device = model.embed_tokens.weight.device
     block = model.cfg.block_size
     out: list[ContinuationScore | None] = [None] * len(contexts)
     fits = [i for i in range(len(contexts)) if len(contexts[i]) + len(continuations[i]) - 1 <= block]
@@ -381,12 +385,7 @@ def score_continuations(
     for start in range(0, len(fits), batch_size):
         idx = fits[start : start + batch_size]
         seqs = [list(contexts[i]) + list(continuations[i]) for i in idx]
-        length = max(len(s) for s in seqs) - 1
-        x = torch.zeros((len(idx), length), dtype=torch.long)
-        for row, s in enumerate(seqs):
-            x[row, : len(s) - 1] = torch.tensor(s[:-1], dtype=torch.long)
-        logits, _ = model(x.to(device))
-        lp = F.log_softmax(logits.float(), -1).cpu()
+        lp = F.log_softmax(padded_logits(model, [s[:-1] for s in seqs]).float(), -1).cpu()
         best = lp.argmax(-1)
         for row, i in enumerate(idx):
             c, n = len(contexts[i]), len(continuations[i])
@@ -442,14 +441,10 @@ def sample_batch(model: GPT, context: Sequence[int], n: int, max_new_tokens: int
 @torch.inference_mode()
 def last_logprobs(model: GPT, contexts: Sequence[Sequence[int]], batch_size: int = 32) -> torch.Tensor:
     """The next-token log-distribution after each context, (len(contexts), vocab); right-padded batches."""
-    device = model.embed_tokens.weight.device
     out = []
     for start in range(0, len(contexts), batch_size):
         chunk = [list(c)[-model.cfg.block_size :] for c in contexts[start : start + batch_size]]
-        x = torch.zeros((len(chunk), max(len(c) for c in chunk)), dtype=torch.long)
-        for row, c in enumerate(chunk):
-            x[row, : len(c)] = torch.tensor(c)
-        logits, _ = model(x.to(device))
+        logits = padded_logits(model, chunk)
         last = torch.tensor([len(c) - 1 for c in chunk])
         out.append(F.log_softmax(logits[torch.arange(len(chunk)), last].float(), -1).cpu())
     return torch.cat(out)
