@@ -100,10 +100,4 @@ def read_tokenizer(directory: Path) -> Tokenizer:
     specials = {t["content"]: t["id"] for t in obj.get("added_tokens", [])}
     if EOT not in specials and EOT not in model["vocab"]:
         raise NextlabError(f"{path}: no {EOT} token, which nextlab uses to separate documents")
-    return BPETokenizer(_hf_from_json(obj))
-
-
-def _hf_from_json(obj: dict):
-    from tokenizers import Tokenizer as HFTokenizer
-
-    return HFTokenizer.from_str(json.dumps(obj))
+    return tokenizer_from_json(obj, str(path))
