@@ -159,6 +159,14 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     return f"{'.'.join(loc) or 'body'}: {err.get('msg')}", param
 
 
+async def send_error(send, e: APIError, headers: list[tuple[bytes, bytes]] = ()) -> None:
+    """An error response sent at the ASGI level, before the app (and the request body) is reached."""
+    body = json.dumps(e.body()).encode()
+    await send({"type": "http.response.start", "status": e.status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
 class BodyLimit:
     """Refuses request bodies over max_bytes with 413 before the app sees them (declared or not)."""
 
@@ -166,11 +174,8 @@ class BodyLimit:
         self.app, self.max_bytes = app, max_bytes
 
     async def _reject(self, send) -> None:
-        e = APIError(413, f"the request body is larger than this server's limit of {self.max_bytes:,} bytes", code="body_too_large")
-        body = json.dumps(e.body()).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, APIError(413, f"the request body is larger than this server's limit of {self.max_bytes:,} bytes",
+                                        code="body_too_large"))
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
@@ -218,11 +223,7 @@ class ApiKey:
             return await self.app(scope, receive, send)
         message = ("Incorrect API key provided" if given else
                    "You didn't provide an API key: send it as 'Authorization: Bearer KEY'")
-        body = json.dumps(APIError(401, message, code="invalid_api_key").body()).encode()
-        await send({"type": "http.response.start", "status": 401,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"www-authenticate", b"Bearer")]})
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, APIError(401, message, code="invalid_api_key"), [(b"www-authenticate", b"Bearer")])
 
 
 class ErrorDetail(BaseModel):

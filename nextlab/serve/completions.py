@@ -170,10 +170,15 @@ def prompt_token_lists(prompt, tokenizer: Tokenizer) -> list[list[int]]:
         return [tokenizer.encode(p) for p in prompt]
     lists = [prompt] if isinstance(prompt[0], int) else prompt
     for ids in lists:
-        bad = [i for i in ids if not 0 <= i < tokenizer.vocab_size]
-        if bad:
-            raise _bad(f"token id {bad[0]} is outside this model's vocabulary (0..{tokenizer.vocab_size - 1})", "prompt")
+        check_token_ids(ids, tokenizer, "prompt")
     return [list(ids) for ids in lists]
+
+
+def check_token_ids(ids: list[int], tokenizer: Tokenizer, param: str) -> None:
+    """400 naming `param` if an id is outside the vocabulary."""
+    bad = next((i for i in ids if not 0 <= i < tokenizer.vocab_size), None)
+    if bad is not None:
+        raise _bad(f"token id {bad} is outside this model's vocabulary (0..{tokenizer.vocab_size - 1})", param)
 
 
 @dataclass

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 
 from nextlab.errors import NextlabError
-from nextlab.serve.completions import APIError
+from nextlab.serve.completions import APIError, check_token_ids
 from nextlab.tokenizer import EOT, Tokenizer, chat_prompt_ids, check_messages, is_chat
 
 
@@ -65,7 +65,5 @@ def tokenize(tokenizer: Tokenizer, req: TokenizeRequest, block_size: int) -> dic
 
 
 def detokenize(tokenizer: Tokenizer, req: DetokenizeRequest) -> dict:
-    bad = next((t for t in req.tokens if not 0 <= t < tokenizer.vocab_size), None)
-    if bad is not None:
-        raise APIError(400, f"token id {bad} is outside the vocabulary (0..{tokenizer.vocab_size - 1})", "tokens")
+    check_token_ids(req.tokens, tokenizer, "tokens")
     return {"prompt": tokenizer.decode(req.tokens)}
