@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ from nextlab.checkpoint import list_checkpoints, load_checkpoint
 from nextlab.config import RunConfig
 from nextlab.data import WORLD_FLOOR_DOCS
 from nextlab.errors import NextlabError
-from nextlab.evals import evaluate_task, get_task
+from nextlab.evals import evaluate_task, get_task, notes_to
 from nextlab.probe import probe, world_knobs
 from nextlab.sample import greedy_continuations
 from nextlab.scaling.analysis import BOUNDS as EMERGENCE_BOUNDS
@@ -190,8 +189,7 @@ def measure_run(run_dir: str | Path, task: str, quick: bool = False, log=print) 
     run_cfg = ckpt.config["run"]
     spec, world_seed = run_cfg["data"]["worlds"], run_cfg["data"]["world_seed"]
     n = 64 if quick else FINAL_ITEMS
-    with warnings.catch_warnings(record=True) as notes:  # a finite world's "only N items": n is in the results
-        warnings.simplefilter("always")
+    with notes_to(log):  # a finite world's "only N items": n is in the results
         held_out = get_task(task, n, 1234, spec, world_seed)
         tasks = {task: _scores(evaluate_task(model, tokenizer, held_out))}
         if task == "arithmetic":
@@ -199,8 +197,6 @@ def measure_run(run_dir: str | Path, task: str, quick: bool = False, log=print) 
         ood = _spec(task).get("ood")
         if ood:
             tasks[ood] = _scores(evaluate_task(model, tokenizer, get_task(ood, n, 1234, spec, world_seed)))
-    for note in notes:
-        log(f"note: {note.message}")
     # the rise is read from the end of the warmup on: before it, at a rising learning rate, the model learns
     # the alphabet and the format, which moves the per-token scores and not the answers
     warmup_tokens = run_cfg["train"]["warmup_steps"] * run_cfg["train"]["batch_size"] * run_cfg["model"]["block_size"]

@@ -23,7 +23,6 @@ import json
 import math
 import os
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -375,13 +374,10 @@ def _train(cfg: RunConfig, resume: bool = False, log=print) -> TrainResult:
     world_docs = world_eval_docs(corpus, tokenizer, t.eval_world_docs)
     tasks = []
     if t.eval_tasks:
-        from nextlab.evals import get_task  # evals sits beside train; imported only when asked for
+        from nextlab.evals import get_task, notes_to  # evals sits beside train; imported only when asked for
 
-        with warnings.catch_warnings(record=True) as notes:  # a small world's "only N items": said once, in the log
-            warnings.simplefilter("always")
+        with notes_to(say):  # a small world's "only N items": said once, in the log
             tasks = [get_task(name, t.eval_task_items, 1234, cfg.data.worlds, cfg.data.world_seed) for name in t.eval_tasks]
-        for note in notes:
-            say(f"note: {note.message}")
 
     def checkpoint(val_loss: float, val_bpb: float) -> Path:
         path = step_dir(out, step)

@@ -26,6 +26,7 @@ their `separator` string.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import string
 import warnings
@@ -95,6 +96,17 @@ def _split_items(world, rng: random.Random, n: int, make_item, keep, part: str |
         return items[SHOT_POOL:], items[:SHOT_POOL]
     items = _world_items(Part(world, heldout=True), rng, n, make_item, keep)
     return items, _world_items(Part(world, heldout=False), rng, SHOT_POOL, make_item, keep)
+
+
+@contextlib.contextmanager
+def notes_to(log):
+    """Say a finite world's "only N items" warnings (and any other) through `log`, as `note: ...` lines, where a run
+    has a log of its own rather than a terminal for warnings."""
+    with warnings.catch_warnings(record=True) as notes:
+        warnings.simplefilter("always")
+        yield
+    for note in notes:
+        log(f"note: {note.message}")
 
 
 def world_task(name: str, n: int, seed: int = 1234, world_spec: dict | None = None, world_seed: int = 0,
