@@ -42,22 +42,27 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
     tmp = out.with_name(f".tmp-{out.name}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    config = hf_config(cfg, tokenizer.eot_id)
-    (tmp / "config.json").write_text(json.dumps(config, indent=1))
-    generation = {"bos_token_id": tokenizer.eot_id, "eos_token_id": tokenizer.eot_id, "pad_token_id": tokenizer.eot_id}
-    (tmp / "generation_config.json").write_text(json.dumps(generation, indent=1))
-    state = to_hf_state(cfg, model.state_dict())
-    if cfg.arch == "gpt2":  # tied: GPT-2 reads its output layer from the token embedding
-        state.pop("lm_head.weight", None)
-    save_file(state, str(tmp / HF_WEIGHTS), metadata={"format": "pt"})
-    give_default_mode(tmp / HF_WEIGHTS)  # safetensors writes 0600
-    write_tokenizer(tokenizer, tmp, cfg.block_size)
-    if out.exists():
-        out.rmdir()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp.rename(out)
+    try:
+        _write_export(tmp, cfg, model.state_dict(), tokenizer)
+        if out.exists():
+            out.rmdir()
+        tmp.rename(out)
+    except BaseException:  # never a half-written export under any name
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return out
 
+
+def _write_export(directory: Path, cfg, state: dict, tokenizer) -> None:
+    (directory / "config.json").write_text(json.dumps(hf_config(cfg, tokenizer.eot_id), indent=1))
+    generation = {"bos_token_id": tokenizer.eot_id, "eos_token_id": tokenizer.eot_id, "pad_token_id": tokenizer.eot_id}
+    (directory / "generation_config.json").write_text(json.dumps(generation, indent=1))
+    state = to_hf_state(cfg, state)
+    if cfg.arch == "gpt2":  # tied: GPT-2 reads its output layer from the token embedding
+        state.pop("lm_head.weight", None)
+    save_file(state, str(directory / HF_WEIGHTS), metadata={"format": "pt"})
+    give_default_mode(directory / HF_WEIGHTS)  # safetensors writes 0600
+    write_tokenizer(tokenizer, directory, cfg.block_size)
 
 def import_checkpoint(directory: str | Path, out: str | Path) -> Path:
     """A local Hugging Face Llama, Qwen3 or GPT-2 directory as a nextlab checkpoint at `out`; returns it."""
