@@ -462,7 +462,7 @@ def cmd_serve(args) -> None:
     if not args.max_request_seconds > 0:
         raise NextlabError(f"--max-request-seconds must be more than 0, got {args.max_request_seconds}")
     limits = Limits(max_tokens=args.max_tokens_limit, max_queue=args.max_queue, max_body_bytes=args.max_body_bytes,
-                    max_request_seconds=args.max_request_seconds)
+                    max_request_seconds=args.max_request_seconds, max_batch=args.max_batch)
     api_key = args.api_key if args.api_key is not None else os.environ.get("NEXTLAB_API_KEY")
     serve(args.checkpoint, host=args.host, port=args.port, name=args.name, limits=limits, threads=args.threads,
           api_key=api_key, insecure=args.insecure)
@@ -800,6 +800,8 @@ def _add_chat_serve(sub) -> None:
     sv.add_argument("--name", help="the model name clients use (default: the run directory's name)")
     sv.add_argument("--threads", type=int, help="PyTorch threads (default: all cores)")
     sv.add_argument("--max-tokens-limit", type=int, default=1024, help="most completion tokens a request may ask for")
+    sv.add_argument("--max-batch", type=int, default=32, help="requests run at once, their tokens generated together "
+                    "in one forward per step (continuous batching); 1: one request at a time")
     sv.add_argument("--max-queue", type=int, default=256, help="requests that may wait for the model; more get 429")
     sv.add_argument("--max-body-bytes", type=int, default=1_000_000, help="largest request body; larger gets 413")
     sv.add_argument("--max-request-seconds", type=float, default=300.0,
@@ -825,7 +827,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_args(args) -> None:
-    for name in ("max_tokens", "num_samples", "k", "steps", "n", "threads", "max_tokens_limit", "max_queue", "max_body_bytes",
+    for name in ("max_tokens", "num_samples", "k", "steps", "n", "threads", "max_tokens_limit", "max_queue", "max_batch", "max_body_bytes",
                  "batch_size", "examples_per_task", "prompts", "samples", "max_new_tokens"):
         value = getattr(args, name, None)
         if value is not None and value < 1:

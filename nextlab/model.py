@@ -10,7 +10,9 @@ Two presets share one code path:
   can be exported one-to-one.
 
 The model knows nothing of training, data or files; it maps token ids to
-next-token logits, with a KV cache for generation.
+next-token logits, with a KV cache for generation: `KVCache` for one batch of
+sequences that grow together, `BatchKVCache` for continuous batching, where
+sequences of different lengths step together and join and leave between steps.
 
 Hook points, named as in TransformerLens, for looking inside (`GPT.capture`):
 `hook_embed` (the residual stream entering block 0), `blocks.{i}.hook_resid_post`
@@ -118,6 +120,86 @@ class KVCache:
         self.v[layer, :, :, start:end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
 
+    def advance(self, n: int, batch: int) -> None:
+        self.length += n
+
+
+class BatchKVCache:
+    """Keys and values of up to `rows` independent sequences, each at its own length (continuous batching).
+
+    Rows 0..B-1 of a step hold the B sequences stepping; each step feeds one token per row. A sequence's
+    prompt is prefilled alone in a `KVCache` and copied into a row (`put`); a row is freed by moving the
+    last one into it (`move`), so the stepping rows stay contiguous. Rows all at one length step as a
+    plain batch (no mask); otherwise each row's keys past its length are masked out.
+    """
+
+    def __init__(self, cfg: ModelConfig, rows: int, device, dtype) -> None:
+        self.cfg = cfg
+        shape = (cfg.n_layer, rows, cfg.n_kv_head, cfg.block_size, cfg.head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.lengths = [0] * rows  # tokens stored in each row
+        self.capacity = cfg.block_size
+        self.key_mask: torch.Tensor | None = None  # (B, 1, 1, S) during a step: which keys each row may see
+        self._at: torch.Tensor | int = 0  # during a step: where each row's new key goes
+
+    @property
+    def rows(self) -> int:
+        return self.k.size(1)
+
+    def put(self, row: int, cache: KVCache) -> None:
+        """A sequence prefilled alone (batch 1) becomes row `row`."""
+        n = cache.length
+        self.k[:, row, :, :n] = cache.k[:, 0, :, :n]
+        self.v[:, row, :, :n] = cache.v[:, 0, :, :n]
+        self.lengths[row] = n
+
+    def move(self, src: int, dst: int) -> None:
+        n = self.lengths[src]
+        self.k[:, dst, :, :n] = self.k[:, src, :, :n]
+        self.v[:, dst, :, :n] = self.v[:, src, :, :n]
+        self.lengths[dst] = n
+
+    def resized(self, rows: int) -> BatchKVCache:
+        """A copy with room for `rows` rows (at least those in use)."""
+        out = BatchKVCache(self.cfg, rows, self.k.device, self.k.dtype)
+        keep = min(rows, self.rows)
+        out.k[:, :keep], out.v[:, :keep], out.lengths[:keep] = self.k[:, :keep], self.v[:, :keep], self.lengths[:keep]
+        return out
+
+    def begin_step(self, batch: int) -> int | torch.Tensor:
+        """Where the tokens rows 0..batch-1 are fed now go: one position if the rows are at one length,
+        else each row's, (batch, 1), with key_mask set to hide each row's keys past its own length."""
+        lengths = self.lengths[:batch]
+        longest = max(lengths)
+        if longest >= self.capacity:
+            raise ValueError(f"a row of the batch is full ({self.capacity} tokens); it must be rebuilt before it steps")
+        if min(lengths) == longest:
+            self._at, self.key_mask = longest, None
+            return longest
+        at = torch.tensor(lengths, device=self.k.device)
+        self._at = at
+        self.key_mask = (torch.arange(longest + 1, device=at.device) <= at[:, None]).view(batch, 1, 1, longest + 1)
+        return at[:, None]
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        batch, at = k.size(0), self._at
+        if isinstance(at, int):
+            self.k[layer, :batch, :, at] = k[:, :, 0]
+            self.v[layer, :batch, :, at] = v[:, :, 0]
+            keys = at + 1
+        else:
+            rows = torch.arange(batch, device=k.device)
+            self.k[layer, rows, :, at] = k[:, :, 0]
+            self.v[layer, rows, :, at] = v[:, :, 0]
+            keys = self.key_mask.size(-1)
+        return self.k[layer, :batch, :, :keys], self.v[layer, :batch, :, :keys]
+
+    def advance(self, n: int, batch: int) -> None:
+        for row in range(batch):
+            self.lengths[row] += n
+        self.key_mask = None
+
 
 def rotary_tables(cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
     inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float32) / cfg.head_dim))
@@ -167,9 +249,12 @@ class Attention(nn.Module):
         if rotary is not None:
             cos, sin = rotary
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        past = 0
-        if cache is not None:
+        past, mask = 0, None
+        if isinstance(cache, KVCache):
             past = cache.length
+        elif cache is not None:  # BatchKVCache: one new token per row, each row at its own length
+            mask = cache.key_mask
+        if cache is not None:
             k, v = cache.update(self.layer, k, v)
         if cfg.n_kv_head != cfg.n_head:
             k = k.repeat_interleave(cfg.n_head // cfg.n_kv_head, dim=1)
@@ -177,7 +262,6 @@ class Attention(nn.Module):
         S = k.size(2)
         dropout = cfg.dropout if self.training else 0.0
         # Query i (absolute position past+i) may attend to keys 0..past+i.
-        mask = None
         if T > 1:
             mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=past)
         if self.manual:
@@ -188,7 +272,7 @@ class Attention(nn.Module):
             if self.hook_pattern is not None:
                 self.hook_pattern(att)
             y = att @ v
-        elif mask is not None and past == 0:
+        elif T > 1 and past == 0:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
@@ -288,28 +372,36 @@ class GPT(nn.Module):
                 bound = math.sqrt(3.0 / p.size(1))
                 nn.init.uniform_(p, -bound, bound)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None):
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | BatchKVCache | None = None):
         """Logits (B, T, vocab) for token ids (B, T); with targets, also the mean cross-entropy.
 
-        With a cache, idx holds only the new tokens and is appended after the cached ones.
+        With a cache, idx holds only the new tokens and is appended after the cached ones
+        (a BatchKVCache takes one token for each of its first B rows).
         """
         B, T = idx.shape
-        start = cache.length if cache is not None else 0
-        if start + T > self.cfg.block_size:
-            raise ValueError(f"sequence of {start + T} tokens exceeds block_size {self.cfg.block_size}")
+        if isinstance(cache, BatchKVCache):
+            if T != 1:
+                raise ValueError(f"a BatchKVCache steps one token per row, got {T}")
+            start = cache.begin_step(B)  # an int when every row is at one length, else each row's (B, 1)
+        else:
+            start = cache.length if cache is not None else 0
+            if start + T > self.cfg.block_size:
+                raise ValueError(f"sequence of {start + T} tokens exceeds block_size {self.cfg.block_size}")
         x = self.embed_tokens(idx)
         rotary = None
         if self.cfg.arch == "gpt2":
-            x = x + self.embed_positions(torch.arange(start, start + T, device=idx.device))
-        else:
+            x = x + self.embed_positions(torch.arange(start, start + T, device=idx.device) if isinstance(start, int) else start)
+        elif isinstance(start, int):
             rotary = (self.rope_cos[start : start + T], self.rope_sin[start : start + T])
+        else:  # per row: (B, 1, 1, head_dim), to broadcast over heads
+            rotary = (self.rope_cos[start].unsqueeze(1), self.rope_sin[start].unsqueeze(1))
         x = self.dropout(x)
         self._hook("hook_embed", x)
         for i, layer in enumerate(self.layers):
             x = layer(x, rotary, cache)
             self._hook(f"blocks.{i}.hook_resid_post", x)
         if cache is not None:
-            cache.length += T
+            cache.advance(T, B)
         logits = self.lm_head(self.norm(x))
         if targets is None:
             return logits, None
@@ -360,6 +452,10 @@ class GPT(nn.Module):
     def make_cache(self, batch_size: int = 1) -> KVCache:
         p = self.embed_tokens.weight
         return KVCache(self.cfg, batch_size, p.device, p.dtype)
+
+    def make_batch_cache(self, rows: int) -> BatchKVCache:
+        p = self.embed_tokens.weight
+        return BatchKVCache(self.cfg, rows, p.device, p.dtype)
 
     def num_params(self, non_embedding: bool = False) -> int:
         """Parameter count; non_embedding drops the token and position embeddings (Kaplan's N).

@@ -122,6 +122,76 @@ class _StopScanner:
         return out
 
 
+class Decoding:
+    """One generation's choices apart from the model: given each next-token distribution, the token it takes and
+    what to yield. `generate_stream` runs one with its own KV cache; the server's continuous batching steps many
+    together (serve/batching.py), so a request gives the same tokens alone or in a batch.
+
+    Settings as in `generate_stream`. After `step`, `done` says the generation has ended (its last item is the
+    closing marker), otherwise `token` is the token to feed the model next.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, max_new_tokens: int = 200, temperature: float = 1.0, top_k: int | None = None,
+                 top_p: float | None = None, seed: int | None = None, stop: Sequence[str] = (), stop_at_eot: bool = True,
+                 top_n: int = 0, device: torch.device | str = "cpu") -> None:
+        self.tokenizer, self.max_new_tokens, self.temperature = tokenizer, max_new_tokens, temperature
+        self.top_k, self.top_p, self.stop_at_eot, self.top_n = top_k, top_p, stop_at_eot, top_n
+        self.generator = torch.Generator(device=device)
+        if seed is not None:
+            self.generator.manual_seed(seed)
+        else:
+            self.generator.seed()
+        self.scanner = _StopScanner(stop)
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # holds an incomplete UTF-8 character
+        self.generated = 0
+        self.token = -1
+        self.done = False
+
+    def step(self, logits: torch.Tensor) -> list[GeneratedToken]:
+        """The items that the next-token logits (vocab,) lead to: the token chosen, then the closing marker if the
+        generation ends here."""
+        if self.generated >= self.max_new_tokens:
+            return [self._end("length")]
+        tokenizer = self.tokenizer
+        logits = logits.float()
+        logprobs = F.log_softmax(logits, -1)
+        probs = None  # greedy: the distribution sampled from is the argmax alone
+        if self.temperature == 0:
+            token = int(logits.argmax())
+        else:
+            probs = F.softmax(filter_logits(logits, self.temperature, self.top_k, self.top_p), -1)
+            token = int(torch.multinomial(probs, 1, generator=self.generator))
+        top, sampled_from = [], []
+        if self.top_n:
+            top = top_choices(tokenizer, logprobs.exp(), self.top_n)
+            sampled_from = ([TokenChoice(token, tokenizer.token_str(token), 1.0)] if probs is None
+                            else [c for c in top_choices(tokenizer, probs, self.top_n) if c.prob > 0])
+        if token == tokenizer.eot_id and self.stop_at_eot:
+            return [self._end("stop")]
+        self.generated += 1
+        self.token = token
+        piece = self.decoder.decode(tokenizer.decode_bytes([token]))
+        rank = int((logprobs > logprobs[token]).sum()) + 1
+        items = [GeneratedToken(token, self.scanner.feed(piece), float(logprobs[token]), top, sampled_from, rank, piece=piece)]
+        if self.scanner.stopped:
+            self.done = True
+            items.append(GeneratedToken(-1, "", 0.0, [], finish_reason="stop"))
+        elif self.generated >= self.max_new_tokens:
+            items.append(self._end("length"))
+        return items
+
+    def _end(self, reason: str) -> GeneratedToken:
+        """The closing marker: any held-back text (an incomplete UTF-8 character too) and the finish reason."""
+        self.done = True
+        self.scanner.feed(self.decoder.decode(b"", final=True))
+        return GeneratedToken(-1, self.scanner.flush(), 0.0, [], finish_reason=reason)
+
+
+def rebuild_context(ids: list[int], block_size: int) -> list[int]:
+    """When the context is full: the last 3/4 of it, which the cache is rebuilt from (generation slides this way)."""
+    return ids[-(3 * block_size // 4) :]
+
+
 @torch.inference_mode()
 def generate_stream(
     model: GPT,
@@ -150,50 +220,21 @@ def generate_stream(
     """
     block = model.cfg.block_size
     device = model.embed_tokens.weight.device
-    gen = torch.Generator(device=device)
-    if seed is not None:
-        gen.manual_seed(seed)
-    else:
-        gen.seed()
+    decoding = Decoding(tokenizer, max_new_tokens, temperature, top_k, top_p, seed, stop, stop_at_eot, top_n, device)
     ids = prompt_ids(tokenizer, prompt, block) if context is None else list(context)[-(block - 1) :]
     cache = model.make_cache(1)
     logits, _ = model(torch.tensor([ids], device=device), cache=cache)
-    logits = logits[0, -1].float()
-    scanner = _StopScanner(stop)
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # holds an incomplete UTF-8 character
-    for _ in range(max_new_tokens):
-        logprobs = F.log_softmax(logits, -1)
-        probs = None  # greedy: the distribution sampled from is the argmax alone
-        if temperature == 0:
-            token = int(logits.argmax())
-        else:
-            probs = F.softmax(filter_logits(logits, temperature, top_k, top_p), -1)
-            token = int(torch.multinomial(probs, 1, generator=gen))
-        top, sampled_from = [], []
-        if top_n:
-            top = top_choices(tokenizer, logprobs.exp(), top_n)
-            sampled_from = ([TokenChoice(token, tokenizer.token_str(token), 1.0)] if probs is None
-                            else [c for c in top_choices(tokenizer, probs, top_n) if c.prob > 0])
-        if token == tokenizer.eot_id and stop_at_eot:
-            scanner.feed(decoder.decode(b"", final=True))
-            yield GeneratedToken(-1, scanner.flush(), 0.0, [], finish_reason="stop")
+    while True:
+        yield from decoding.step(logits[0, -1])
+        if decoding.done:
             return
-        piece = decoder.decode(tokenizer.decode_bytes([token]))
-        rank = int((logprobs > logprobs[token]).sum()) + 1
-        yield GeneratedToken(token, scanner.feed(piece), float(logprobs[token]), top, sampled_from, rank, piece=piece)
-        if scanner.stopped:
-            yield GeneratedToken(-1, "", 0.0, [], finish_reason="stop")
-            return
-        ids.append(token)
-        if cache.length >= block:  # context full: keep the last 3/4 and rebuild the cache
-            ids = ids[-(3 * block // 4) :]
+        ids.append(decoding.token)
+        if cache.length >= block:  # context full: rebuild the cache from the last 3/4
+            ids = rebuild_context(ids, block)
             cache = model.make_cache(1)
             logits, _ = model(torch.tensor([ids], device=device), cache=cache)
         else:
-            logits, _ = model(torch.tensor([[token]], device=device), cache=cache)
-        logits = logits[0, -1].float()
-    scanner.feed(decoder.decode(b"", final=True))  # an incomplete UTF-8 character at the very end
-    yield GeneratedToken(-1, scanner.flush(), 0.0, [], finish_reason="length")
+            logits, _ = model(torch.tensor([[decoding.token]], device=device), cache=cache)
 
 
 @torch.inference_mode()

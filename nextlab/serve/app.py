@@ -14,12 +14,14 @@ Routes:
 With an API key (`serve(api_key=...)`, `nextlab serve --api-key` or NEXTLAB_API_KEY), every route but /health and
 the page's shell needs `Authorization: Bearer KEY` (`ApiKey`); the page asks for the key once per tab.
 
-All model work runs on one worker thread, first come first served: requests
-are accepted concurrently, but the model is never run by two threads at once
-(PyTorch already uses every core for one forward pass). A stream whose client
-disconnects is skipped if still waiting, and stops at the next token otherwise;
-an error after a stream has begun is sent as an error event. The server loads
-the checkpoint it was started with and nothing else.
+The model runs on one thread, never two at once (PyTorch already uses every
+core for one forward pass). Up to `Limits.max_batch` requests run at once and
+their generations are stepped together, one token each per forward
+(continuous batching, batching.py); more wait in arrival order, up to
+`Limits.max_queue`. With max_batch 1, requests run one at a time. A stream whose
+client disconnects is skipped if still waiting, and stops at the next token
+otherwise; an error after a stream has begun is sent as an error event. The
+server loads the checkpoint it was started with and nothing else.
 """
 
 from __future__ import annotations
@@ -46,7 +48,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nextlab.checkpoint import Checkpoint, model_card
 from nextlab.errors import NextlabError
-from nextlab.sample import generate_stream, score_in_detail
+from nextlab.model import GPT
+from nextlab.sample import score_in_detail
+from nextlab.serve.batching import BatchingEngine, Unbatched
 from nextlab.serve.chat import ChatRequest, chat_chunk_json, chat_json, plan_chat
 from nextlab.serve.completions import (
     APIError,
@@ -68,10 +72,16 @@ _DONE = object()
 
 
 class ModelWorker:
-    """Runs model work on one thread, in arrival order, with a cap on how many requests may wait."""
+    """Runs requests' work in arrival order, with a cap on how many requests may wait.
 
-    def __init__(self, max_queue: int) -> None:
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nextlab-model")
+    Unbatched (max_batch 1), one thread runs one request at a time and is the model thread. Batched, up to
+    max_batch requests run at once on their own threads and reach the model through `engine`, whose one
+    model thread steps their generations together (continuous batching, see batching.py). Either way a
+    request's work reaches the model only through `engine` (`engine.call`, `engine.generate`)."""
+
+    def __init__(self, max_queue: int, model: GPT | None = None, max_batch: int = 1) -> None:
+        self.engine = BatchingEngine(model, max_batch) if max_batch > 1 else Unbatched(model)
+        self.executor = ThreadPoolExecutor(max_workers=max_batch, thread_name_prefix="nextlab-request")
         self.max_queue = max_queue
         self.waiting = 0
         self._lock = threading.Lock()
@@ -88,7 +98,7 @@ class ModelWorker:
             self.waiting -= 1
 
     async def run(self, fn: Callable[[], object]):
-        """fn() on the model thread; its result."""
+        """fn() on a request thread; its result."""
         self._admit()
 
         def job():
@@ -101,7 +111,7 @@ class ModelWorker:
         return await asyncio.wrap_future(future)
 
     def stream(self, make: Callable[[Callable[[], bool]], Iterator]) -> AsyncIterator:
-        """Items of make(cancelled) as they come, produced on the model thread (admission is checked now)."""
+        """Items of the generator make(cancelled) as they come, produced on a request thread (admission is checked now)."""
         self._admit()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
@@ -117,10 +127,11 @@ class ModelWorker:
             self._started()
             try:
                 if not cancel.is_set():
-                    for item in make(cancel.is_set):
-                        put(item)
-                        if cancel.is_set():
-                            break
+                    with contextlib.closing(make(cancel.is_set)) as produced:  # stopping early ends its generation
+                        for item in produced:
+                            put(item)
+                            if cancel.is_set():
+                                break
             except Exception as e:  # handed to the request that asked
                 put(e)
             finally:
@@ -272,7 +283,8 @@ def create_app(ckpt: Checkpoint, name: str, limits: Limits | None = None) -> Fas
     limits = limits or Limits()
     model, tokenizer = ckpt.model.eval(), ckpt.tokenizer
     block = model.cfg.block_size
-    worker = ModelWorker(limits.max_queue)
+    worker = ModelWorker(limits.max_queue, model, limits.max_batch)
+    engine = worker.engine
     created = int(ckpt.path.stat().st_mtime)
     app = FastAPI(title="nextlab", summary=f"next-token prediction with {name}", docs_url="/docs", redoc_url=None,
                   responses=ERROR_RESPONSES)
@@ -322,9 +334,10 @@ def create_app(ckpt: Checkpoint, name: str, limits: Limits | None = None) -> Fas
     async def respond(plan: Plan, stream: bool, whole: Callable, chunk: Callable, chunk_object: str):
         """Run a planned completion: one JSON response, or server-sent events as the tokens come."""
         if not stream:
-            pieces = await worker.run(lambda: list(run_plan(model, tokenizer, plan, seconds=limits.max_request_seconds)))
+            pieces = await worker.run(lambda: list(run_plan(engine, tokenizer, plan, seconds=limits.max_request_seconds,
+                                                            live=False)))
             return whole(plan, pieces, name)
-        items = worker.stream(lambda cancelled: run_plan(model, tokenizer, plan, cancelled, limits.max_request_seconds))
+        items = worker.stream(lambda cancelled: run_plan(engine, tokenizer, plan, cancelled, limits.max_request_seconds))
 
         async def events():
             started, n_tokens = set(), 0
@@ -389,7 +402,7 @@ def create_app(ckpt: Checkpoint, name: str, limits: Limits | None = None) -> Fas
         ids = tokenizer.encode(req.text)
         if len(ids) > limits.max_score_tokens:
             raise APIError(400, f"the text is {len(ids)} tokens; this server scores at most {limits.max_score_tokens}", "text")
-        details = await worker.run(lambda: score_in_detail(model, tokenizer, ids, top_n=req.top))
+        details = await worker.run(lambda: engine.call(lambda: score_in_detail(model, tokenizer, ids, top_n=req.top)))
         tokens = [{"id": d.id, "token": d.text, "text": piece, "logprob": d.logprob, "bits": d.surprisal_bits, "rank": d.rank,
                    "top": [{"token": c.text, "prob": c.prob} for c in d.top]}
                   for d, piece in zip(details, token_pieces(tokenizer, ids))]
@@ -410,13 +423,14 @@ def create_app(ckpt: Checkpoint, name: str, limits: Limits | None = None) -> Fas
             raise APIError(400, "max_tokens must be at least 1", "max_tokens")
 
         def make(cancelled):
-            stream = generate_stream(model, tokenizer, max_new_tokens=plan.max_tokens, temperature=plan.temperature,
-                                     top_k=plan.top_k, top_p=plan.top_p, seed=plan.seed, top_n=req.top,
-                                     context=[tokenizer.eot_id] + plan.prompts[0])
-            for g in stream:
-                if cancelled():
-                    return
-                yield g
+            stream = engine.generate(tokenizer, [tokenizer.eot_id] + plan.prompts[0], max_new_tokens=plan.max_tokens,
+                                     temperature=plan.temperature, top_k=plan.top_k, top_p=plan.top_p, seed=plan.seed,
+                                     top_n=req.top)
+            with contextlib.closing(stream):
+                for g in stream:
+                    if cancelled():
+                        return
+                    yield g
 
         items = worker.stream(make)
 

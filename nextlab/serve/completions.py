@@ -19,6 +19,7 @@ Where nextlab differs, it says so:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import time
@@ -28,8 +29,8 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict
 
-from nextlab.model import GPT
-from nextlab.sample import GeneratedToken, TokenChoice, TokenDetail, generate_stream, score_in_detail, score_in_detail_many
+from nextlab.sample import GeneratedToken, TokenChoice, TokenDetail, score_in_detail, score_in_detail_many
+from nextlab.serve.batching import BatchingEngine, Unbatched
 from nextlab.tokenizer import Tokenizer, token_pieces
 
 
@@ -58,6 +59,7 @@ class Limits:
     max_body_bytes: int = 1_000_000  # request body
     max_queue: int = 256  # requests waiting for the model; more are refused with 429
     max_request_seconds: float = 300.0  # model time per request; past it, generation stops with finish_reason "length"
+    max_batch: int = 32  # requests run at once, their generations stepped together (continuous batching); 1: one at a time
 
 
 class CompletionRequest(BaseModel):
@@ -207,12 +209,13 @@ def _top(tokenizer: Tokenizer, choices: list[TokenChoice]) -> tuple[dict[str, fl
     return logprobs, raw
 
 
-def run_choice(model: GPT, tokenizer: Tokenizer, plan: Plan, ids: list[int], index: int, seed: int | None,
-               cancelled: Callable[[], bool] = lambda: False, details: list[TokenDetail] | None = None,
-               deadline: float = math.inf) -> Iterator[Piece]:
+def run_choice(engine: Unbatched | BatchingEngine, tokenizer: Tokenizer, plan: Plan, ids: list[int], index: int,
+               seed: int | None, cancelled: Callable[[], bool] = lambda: False, details: list[TokenDetail] | None = None,
+               deadline: float = math.inf, live: bool = True) -> Iterator[Piece]:
     """One choice as pieces: the echoed prompt (if asked), then one piece per generated token, then the finish.
     `details`: the prompt's scores when already computed (run_plan scores every prompt in batches). Past `deadline`
-    (time.monotonic()), generation stops and the choice finishes with "length": a limit was reached."""
+    (time.monotonic()), generation stops and the choice finishes with "length": a limit was reached.
+    Not `live` (nobody reads the pieces as they come), a batching engine may hand tokens over in bundles."""
     want = plan.logprobs is not None
     offset = 0
     if plan.echo:
@@ -220,7 +223,7 @@ def run_choice(model: GPT, tokenizer: Tokenizer, plan: Plan, ids: list[int], ind
         piece = Piece(index, text)
         if want:
             if details is None:
-                details = score_in_detail(model, tokenizer, ids, top_n=plan.logprobs or 0)
+                details = engine.call(lambda: score_in_detail(engine.model, tokenizer, ids, top_n=plan.logprobs or 0))
             piece.tokens = [d.text for d in details]
             piece.token_logprobs = [d.logprob for d in details]
             piece.token_bytes = [tokenizer.decode_bytes([d.id]) for d in details]
@@ -233,17 +236,18 @@ def run_choice(model: GPT, tokenizer: Tokenizer, plan: Plan, ids: list[int], ind
     if plan.max_tokens == 0:
         yield Piece(index, "", finish_reason="length")
         return
-    stream = generate_stream(model, tokenizer, max_new_tokens=plan.max_tokens, temperature=plan.temperature,
-                             top_k=plan.top_k, top_p=plan.top_p, seed=seed, stop=plan.stop,
-                             top_n=plan.logprobs or 0, context=[tokenizer.eot_id] + ids, stop_at_eot=not plan.ignore_eos)
-    for g in stream:
-        if cancelled():
-            return
-        if time.monotonic() > deadline:
-            yield Piece(index, "", finish_reason="length")
-            return
-        yield _piece(g, tokenizer, index, offset, want)
-        offset += len(g.piece)  # where the next token's own text starts (stop strings may hold text back)
+    stream = engine.generate(tokenizer, [tokenizer.eot_id] + ids, max_new_tokens=plan.max_tokens, temperature=plan.temperature,
+                             top_k=plan.top_k, top_p=plan.top_p, seed=seed, stop=plan.stop, top_n=plan.logprobs or 0,
+                             stop_at_eot=not plan.ignore_eos, live=live)
+    with contextlib.closing(stream):  # stopping early takes the sequence out of the batch at once
+        for g in stream:
+            if cancelled():
+                return
+            if time.monotonic() > deadline:
+                yield Piece(index, "", finish_reason="length")
+                return
+            yield _piece(g, tokenizer, index, offset, want)
+            offset += len(g.piece)  # where the next token's own text starts (stop strings may hold text back)
 
 
 def _piece(g: GeneratedToken, tokenizer: Tokenizer, index: int, offset: int, want_logprobs: bool) -> Piece:
@@ -259,20 +263,22 @@ def _piece(g: GeneratedToken, tokenizer: Tokenizer, index: int, offset: int, wan
     return piece
 
 
-def run_plan(model: GPT, tokenizer: Tokenizer, plan: Plan, cancelled: Callable[[], bool] = lambda: False,
-             seconds: float = math.inf) -> Iterator[Piece]:
+def run_plan(engine: Unbatched | BatchingEngine, tokenizer: Tokenizer, plan: Plan,
+             cancelled: Callable[[], bool] = lambda: False, seconds: float = math.inf, live: bool = True) -> Iterator[Piece]:
     """Every choice of every prompt in order (choice index = prompt index x n + i; seed + index seeds it), within
-    `seconds` of model time from the start (Limits.max_request_seconds; see run_choice).
+    `seconds` of model time from the start (Limits.max_request_seconds; see run_choice). The model is reached
+    through `engine`: `Unbatched(model)` runs it here, a `BatchingEngine` steps it with other requests
+    (`live` False: the pieces are read only at the end, so tokens may come in bundles).
     Echoed prompts with log-probabilities are scored together first, in batched forwards (lm-eval sends lists)."""
     deadline = time.monotonic() + seconds
     scored = [None] * len(plan.prompts)
     if plan.echo and plan.logprobs is not None:
-        scored = score_in_detail_many(model, tokenizer, plan.prompts, top_n=plan.logprobs)
+        scored = engine.call(lambda: score_in_detail_many(engine.model, tokenizer, plan.prompts, top_n=plan.logprobs))
     for p, ids in enumerate(plan.prompts):
         for i in range(plan.n):
             index = p * plan.n + i
             seed = None if plan.seed is None else plan.seed + index
-            yield from run_choice(model, tokenizer, plan, ids, index, seed, cancelled, scored[p], deadline)
+            yield from run_choice(engine, tokenizer, plan, ids, index, seed, cancelled, scored[p], deadline, live)
 
 
 def _logprobs_json(piece: Piece) -> dict:
