@@ -291,21 +291,29 @@ def test_the_model_runs_on_one_thread_at_a_time(ckpt):
     assert overlaps[0] == 0 and len(threads) == 1
 
 
-def test_worker_queue_limit_and_cancellation():
-    worker = ModelWorker(max_queue=1)
+@pytest.mark.parametrize("max_batch", [1, 2])
+def test_worker_queue_limit_and_cancellation(ckpt, max_batch):
+    worker = ModelWorker(max_queue=1, model=ckpt.model, max_batch=max_batch)
     gate = threading.Event()
     produced = []
 
+    async def occupy():
+        """Requests that take every running place until the gate opens (each starts before the next is sent)."""
+        running = []
+        for _ in range(max_batch):
+            running.append(asyncio.ensure_future(worker.run(gate.wait)))
+            await asyncio.sleep(0.05)
+        return running
+
     async def run():
-        first = asyncio.ensure_future(worker.run(gate.wait))  # occupies the model thread
-        await asyncio.sleep(0.05)
+        first = await occupy()
         second = asyncio.ensure_future(worker.run(lambda: 2))  # waits: the queue is now full
         await asyncio.sleep(0.05)
         with pytest.raises(APIError) as e:
             await worker.run(lambda: 3)
         assert e.value.status == 429
         gate.set()
-        assert await second == 2 and await first
+        assert await second == 2 and all(await asyncio.gather(*first))
 
         def forever(cancelled):
             for i in range(10**6):
@@ -316,15 +324,14 @@ def test_worker_queue_limit_and_cancellation():
                 yield i
 
         gate.clear()
-        blocker = asyncio.ensure_future(worker.run(gate.wait))
-        await asyncio.sleep(0.05)
+        blockers = await occupy()
         waiting = asyncio.ensure_future(worker.run(lambda: "never"))
         await asyncio.sleep(0.05)
         waiting.cancel()  # its client went away before its turn
         await asyncio.sleep(0.05)
         assert worker.waiting == 0  # it left the queue: the next request is admitted
         gate.set()
-        await blocker
+        await asyncio.gather(*blockers)
 
         stream = worker.stream(forever)
         got = [await stream.__anext__() for _ in range(3)]

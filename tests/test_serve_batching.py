@@ -105,8 +105,14 @@ def test_a_closed_generation_leaves_the_batch_and_errors_reach_the_caller(ckpt):
             list(bad)
         ok = list(engine.generate(ckpt.tokenizer, [ckpt.tokenizer.eot_id], max_new_tokens=3, temperature=0))
         assert ok[-1].finish_reason in ("length", "stop")  # the engine went on
+        running = engine.generate(ckpt.tokenizer, [ckpt.tokenizer.eot_id], max_new_tokens=10**6, stop_at_eot=False)
+        next(running)
     finally:
         engine.close()
+    with pytest.raises(RuntimeError, match="shutting down"):  # what was running when it closed ends, with a reason
+        list(running)
+    with pytest.raises(RuntimeError, match="shutting down"):
+        list(engine.generate(ckpt.tokenizer, [ckpt.tokenizer.eot_id], max_new_tokens=3))
 
 
 @pytest.fixture(scope="module")

@@ -286,8 +286,14 @@ def create_app(ckpt: Checkpoint, name: str, limits: Limits | None = None) -> Fas
     worker = ModelWorker(limits.max_queue, model, limits.max_batch)
     engine = worker.engine
     created = int(ckpt.path.stat().st_mtime)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        worker.engine.close()  # the model thread ends with the server
+
     app = FastAPI(title="nextlab", summary=f"next-token prediction with {name}", docs_url="/docs", redoc_url=None,
-                  responses=ERROR_RESPONSES)
+                  responses=ERROR_RESPONSES, lifespan=lifespan)
     app.state.worker = worker
 
     @app.exception_handler(APIError)

@@ -89,6 +89,8 @@ class BatchingEngine:
         self.rows: list[Generation] = []  # row i of the cache is rows[i]
         self.joining: list[Generation] = []  # waiting for a row, or for their cache to be rebuilt
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._closed = False  # once set (under _lock), the model thread has stopped and nothing more is queued
+        self._lock = threading.Lock()
         self.steps = 0  # batched steps taken, and the sequences they stepped (for the mean batch size)
         self.stepped = 0
         self.thread = threading.Thread(target=self._run, name="nextlab-model", daemon=True)
@@ -99,8 +101,14 @@ class BatchingEngine:
     def call(self, fn: Callable[[], object]):
         """fn() on the model thread, between steps; its result (or its exception)."""
         future: Future = Future()
-        self.inbox.put((fn, future))
+        self._queue((fn, future))
         return future.result()
+
+    def _queue(self, item) -> None:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the model thread has stopped (the server is shutting down)")
+            self.inbox.put(item)
 
     def generate(self, tokenizer: Tokenizer, context: Sequence[int], live: bool = True, **settings) -> Iterator[GeneratedToken]:
         """As `sample.generate_stream(model, tokenizer, context=context, **settings)`, stepped with the batch.
@@ -108,7 +116,7 @@ class BatchingEngine:
         takes the sequence out at the next step."""
         block = self.model.cfg.block_size
         g = Generation(list(context)[-(block - 1) :], Decoding(tokenizer, device=self.device, **settings), live)
-        self.inbox.put(g)
+        self._queue(g)
         try:
             while (items := g.out.get()) is not _END:
                 if isinstance(items, BaseException):
@@ -118,6 +126,7 @@ class BatchingEngine:
             g.cancelled = True
 
     def close(self) -> None:
+        """End the model thread; generations still running, and any asked for later, end with an error."""
         self.inbox.put(_STOP)
         self.thread.join(timeout=10)
 
@@ -133,9 +142,24 @@ class BatchingEngine:
                         self._step()
                 except Exception as e:  # the batch fails, the engine goes on
                     log.exception("error while stepping a batch of %d", len(self.rows))
-                    for g in self.rows:
-                        g.out.put(e)
+                    self._fail(self.rows, e)
                     self.rows = []
+        with self._lock:  # nothing is queued after this
+            self._closed = True
+        stopped = RuntimeError("the model thread has stopped (the server is shutting down)")
+        with contextlib.suppress(queue.Empty):
+            while True:
+                item = self.inbox.get_nowait()
+                if isinstance(item, Generation):
+                    self.joining.append(item)
+                elif item is not _STOP:
+                    item[1].set_exception(stopped)
+        self._fail(self.rows + self.joining, stopped)
+        self.rows, self.joining = [], []
+
+    def _fail(self, generations: list[Generation], error: Exception) -> None:
+        for g in generations:
+            g.out.put(error)
 
     def _take_inbox(self, wait: bool) -> bool:
         """New sequences join; calls run now. False once the engine is closed."""
