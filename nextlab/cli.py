@@ -1,7 +1,8 @@
 """The `nextlab` command: parses arguments, calls library functions, prints.
 
 Bad input (a NextlabError) ends with a one-line `error: ...` on stderr and exit
-status 2; no traceback.
+status 2; no traceback. A run stopped by SIGTERM or SIGINT after writing its
+checkpoint exits with preemption.PREEMPTED_EXIT (75).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import warnings
 from pathlib import Path
 
 from nextlab.errors import NextlabError
+from nextlab.preemption import PREEMPTED_EXIT, Preempted
 
 
 def cmd_train(args) -> None:
@@ -851,6 +853,9 @@ def main(argv: list[str] | None = None) -> int:
     except NextlabError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Preempted as e:  # a checkpoint was written; --resume goes on
+        print(f"stopped: {e}", file=sys.stderr)
+        return PREEMPTED_EXIT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -7,6 +7,8 @@ Per step: set the learning rate, run `accum` micro-batches forward and backward
 `eval_every` steps: validation loss on a fixed set of windows, a metrics row,
 and, every `save_every` steps, an atomic checkpoint that `resume=True`
 continues from bit-exactly (model, optimizer, RNG and data-sampler state).
+On SIGTERM or SIGINT (preemption.py) the step in progress finishes, a
+checkpoint is written and the run raises `Preempted`; resuming from it is bit-exact too.
 
 Distributed: under `torchrun --nproc_per_node=N` each process is a rank of a
 DistributedDataParallel job (gloo on CPU, nccl on CUDA). Every rank draws the
@@ -45,6 +47,7 @@ from nextlab.data import check_fits, even_offsets, first_per_world, prepare_corp
 from nextlab.errors import NextlabError
 from nextlab.files import LOCK_FILE, run_lock
 from nextlab.model import GPT, ModelConfig
+from nextlab.preemption import Preempted, StopSignals
 from nextlab.sample import document_logprobs
 from nextlab.tokenizer import load_tokenizer
 
@@ -268,14 +271,52 @@ def check_finite(step: int, loss: float, grad_norm: float, out: Path) -> None:
                        "lower train.lr / train.muon_lr, or set train.grad_clip")
 
 
+def restore(start: Path, model: GPT, optimizers: list[torch.optim.Optimizer], data_gen: torch.Generator) -> dict:
+    """Load a checkpoint's weights, optimizer states and random states into a run; the saved training state."""
+    load_weights(model, start / "model.safetensors")
+    state = load_train_state(start)
+    for opt, opt_state in zip(optimizers, state["optimizers"]):
+        opt.load_state_dict(opt_state)
+    data_gen.set_state(state["data_rng"])
+    torch.set_rng_state(state["torch_rng"])
+    return state
+
+
+def stop_agreed(stop: StopSignals | None, world_size: int, device: torch.device) -> bool:
+    """Whether a stop was asked for, on any process: all of a torchrun's processes stop at the same step."""
+    asked = stop is not None and stop.requested is not None
+    if world_size > 1:
+        flag = torch.tensor(float(asked), device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        asked = bool(flag.item())
+    return asked
+
+
+def progress_bar(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]train"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]:.3f}  {task.fields[tps]:,.0f} tok/s"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        disable=not enabled,
+        transient=False,
+    )
+
+
 def train(cfg: RunConfig, resume: bool = False, log=print) -> TrainResult:
-    """Train (or resume) the run `cfg` describes, holding its directory's lock (files.run_lock) on the main process."""
+    """Train (or resume) the run `cfg` describes, holding its directory's lock (files.run_lock) on the main process.
+
+    On SIGTERM or SIGINT the run finishes its step, writes a checkpoint and raises `preemption.Preempted`
+    (every process of a torchrun stops at the same step); `resume=True` continues it bit for bit."""
     main_process = int(os.environ.get("RANK", "0")) == 0
     with run_lock(Path(cfg.out) / LOCK_FILE, "nextlab train", log) if main_process else contextlib.nullcontext():
-        return _train(cfg, resume, log)
+        with StopSignals() as stop:
+            return _train(cfg, resume, log, stop)
 
 
-def _train(cfg: RunConfig, resume: bool = False, log=print) -> TrainResult:
+def _train(cfg: RunConfig, resume: bool = False, log=print, stop: StopSignals | None = None) -> TrainResult:
     """Train per `cfg`; with resume, continue from the latest checkpoint in cfg.out if there is one."""
     cfg = copy.deepcopy(cfg).check()  # vocab_size is filled in below; the caller's config stays as given
     t = cfg.train
@@ -339,17 +380,15 @@ def _train(cfg: RunConfig, resume: bool = False, log=print) -> TrainResult:
             group["peak_lr"] = group["lr"]
     data_gen = torch.Generator().manual_seed(t.seed)
     step, tokens_seen, train_seconds, wall_offset = 0, 0, 0.0, 0.0
-    resumed_step = -1
+    resumed_step = evaluated_step = -1  # where a resumed run starts, and that step if its evaluation is logged already
+    window = [0.0, 0, 0, 0.0]  # since the last evaluation: train loss sum, steps, tokens, seconds
     if start:
-        load_weights(model, start / "model.safetensors")
-        state = load_train_state(start)
-        for opt, opt_state in zip(optimizers, state["optimizers"]):
-            opt.load_state_dict(opt_state)
-        data_gen.set_state(state["data_rng"])
-        torch.set_rng_state(state["torch_rng"])
+        state = restore(start, model, optimizers, data_gen)
         step, tokens_seen = state["step"], state["tokens_seen"]
         train_seconds, wall_offset = state["train_seconds"], state["wall_seconds"]
         resumed_step = step
+        evaluated_step = step if state.get("evaluated", True) else -1  # a preempted run may stop before evaluating
+        window = list(state.get("window", window))
         if step > t.steps:  # the loop ends only at step == t.steps
             raise NextlabError(f"cannot resume from {start}: it is at step {step}, past train.steps = {t.steps}")
         say(f"resumed from {start} at step {step}")
@@ -379,7 +418,7 @@ def _train(cfg: RunConfig, resume: bool = False, log=print) -> TrainResult:
         with notes_to(say):  # a small world's "only N items": said once, in the log
             tasks = [get_task(name, t.eval_task_items, 1234, cfg.data.worlds, cfg.data.world_seed) for name in t.eval_tasks]
 
-    def checkpoint(val_loss: float, val_bpb: float) -> Path:
+    def checkpoint(val_loss: float, val_bpb: float, evaluated: bool = True) -> Path:
         path = step_dir(out, step)
         if is_main:
             state = {
@@ -390,6 +429,8 @@ def _train(cfg: RunConfig, resume: bool = False, log=print) -> TrainResult:
                 "optimizers": [o.state_dict() for o in optimizers],
                 "data_rng": data_gen.get_state(),
                 "torch_rng": torch.get_rng_state(),
+                "evaluated": evaluated,  # whether this step's evaluation (if one is due) is in metrics.jsonl
+                "window": window,
             }
             info = {
                 "run": cfg.to_dict(),
@@ -407,26 +448,23 @@ def _train(cfg: RunConfig, resume: bool = False, log=print) -> TrainResult:
             dist.barrier()
         return path
 
-    progress = Progress(
-        TextColumn("[bold]train"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TextColumn("loss {task.fields[loss]:.3f}  {task.fields[tps]:,.0f} tok/s"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        disable=not (t.progress and is_main),
-        transient=False,
-    )
+    progress = progress_bar(t.progress and is_main)
     t0 = time.perf_counter()
     val_loss = val_bpb = float("nan")
-    window_loss, window_steps, window_tokens, window_time = 0.0, 0, 0, 0.0
+    if metrics:  # resumed: the last evaluation logged
+        val_loss, val_bpb = metrics[-1]["val_loss"], metrics[-1]["val_bpb"]
     model.train()
     with progress:
         task = progress.add_task("train", total=t.steps, completed=step, loss=float("nan"), tps=0.0)
         while True:
-            if step == resumed_step:  # evaluated and logged before the checkpoint was written
-                if metrics:
-                    val_loss, val_bpb = metrics[-1]["val_loss"], metrics[-1]["val_bpb"]
+            if step not in (0, resumed_step) and stop_agreed(stop, world_size, device):
+                path = checkpoint(val_loss, val_bpb, evaluated=False)
+                if world_size > 1:
+                    dist.destroy_process_group()
+                raise Preempted(f"on {stop.requested or 'a signal to another process'} at step {step}; checkpoint {path}; "
+                                "run the same command with --resume to continue")
+            if step == evaluated_step:  # evaluated and logged before the checkpoint was written
+                pass
             elif step % t.eval_every == 0 or step == t.steps or step in t.eval_tasks_at:
                 val_loss = evaluate(model, corpus.val, eval_offsets, eval_context, micro, device, dtype, rank, world_size)
                 val_bpb = val_loss / math.log(2) * tokens_per_byte
@@ -435,11 +473,11 @@ def _train(cfg: RunConfig, resume: bool = False, log=print) -> TrainResult:
                     "tokens": tokens_seen,
                     "wall_s": round(wall_offset + time.perf_counter() - t0, 3),
                     "train_s": round(train_seconds, 3),
-                    "train_loss": window_loss / window_steps if window_steps else None,
+                    "train_loss": window[0] / window[1] if window[1] else None,
                     "val_loss": val_loss,
                     "val_bpb": val_bpb,
                     "lr": optimizers[-1].param_groups[0]["lr"],
-                    "tokens_per_s": window_tokens / window_time if window_time else None,
+                    "tokens_per_s": window[2] / window[3] if window[3] else None,
                 }
                 if world_docs:
                     row["worlds"] = evaluate_worlds(model, tokenizer.eot_id, world_docs, device, dtype, rank, world_size)
@@ -451,11 +489,11 @@ def _train(cfg: RunConfig, resume: bool = False, log=print) -> TrainResult:
                         f.write(json.dumps(row) + "\n")
                     (progress.console.print if t.progress else say)(
                         f"step {step:>6}  val loss {val_loss:.4f} nats/token  {val_bpb:.3f} bits/byte"
-                        + (f"  train loss {row['train_loss']:.4f}" if window_steps else "")
+                        + (f"  train loss {row['train_loss']:.4f}" if window[1] else "")
                         + ("\n" + " " * 14 + "excess over floor, bits/byte: " if world_docs else "")
                         + ", ".join(f"{name} {w['excess_bpb']:.3f}" for name, w in row.get("worlds", {}).items())
                     )
-                window_loss, window_steps, window_tokens, window_time = 0.0, 0, 0, 0.0
+                window = [0.0, 0, 0, 0.0]
             if step == t.steps:
                 break
             if t.save_every and step % t.save_every == 0 and step not in (0, resumed_step):
@@ -492,11 +530,8 @@ def _train(cfg: RunConfig, resume: bool = False, log=print) -> TrainResult:
             elapsed = time.perf_counter() - step_start
             tokens_seen += tokens_per_step
             train_seconds += elapsed
-            window_loss += loss_value
-            window_steps += 1
-            window_tokens += tokens_per_step
-            window_time += elapsed
-            progress.update(task, completed=step, loss=loss_value, tps=window_tokens / window_time)
+            window = [window[0] + loss_value, window[1] + 1, window[2] + tokens_per_step, window[3] + elapsed]
+            progress.update(task, completed=step, loss=loss_value, tps=window[2] / window[3])
 
     final = checkpoint(val_loss, val_bpb)
     say(f"done: val loss {val_loss:.4f} nats/token, {val_bpb:.3f} bits/byte; checkpoint {final}")

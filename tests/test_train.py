@@ -1,4 +1,5 @@
 import json
+import os
 import random
 import signal
 import subprocess
@@ -7,7 +8,7 @@ import time
 
 import pytest
 import torch
-from conftest import run_cli, tiny_args
+from conftest import free_port, run_cli, tiny_args
 from safetensors.torch import load_file
 
 from nextlab.cli import main
@@ -90,6 +91,43 @@ def test_sigkill_and_resume_is_bitwise_identical(corpus_file, tmp_path):
     assert [r["val_loss"] for r in metrics(out)] == [r["val_loss"] for r in metrics(tmp_path / "whole")]
 
 
+def test_sigterm_checkpoints_and_resume_is_bitwise_identical(corpus_file, tmp_path):
+    """SIGTERM at random moments, three times over: each stop writes a checkpoint at once and exits 75; the
+    resumed run ends with exactly the weights and metrics of an uninterrupted one."""
+    extra = ["train.save_every=25", "model.dropout=0.1", "train.eval_every=7"]
+    steps = 60
+    began = time.time()
+    assert main(tiny_args(corpus_file, tmp_path / "whole", steps=steps, extra=extra)) == 0
+    duration = time.time() - began
+
+    out = tmp_path / "stopped"
+    cmd = [sys.executable, "-u", "-m", "nextlab", *tiny_args(corpus_file, out, steps=steps, extra=extra)]  # unbuffered: lines as they come
+    stops = 0
+    for attempt in range(4):
+        proc = subprocess.Popen(cmd + (["--resume"] if attempt else []), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if attempt < 3:
+            line = "-"
+            while line and not line.startswith("model "):  # the run is set up (its signal handlers are in place)
+                line = proc.stdout.readline()
+            time.sleep(random.uniform(0.0, 0.5 * duration))
+            sent = time.time()
+            proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+        if proc.returncode != 75:  # it finished first (a signal after the end meets Python's own handler: -15)
+            assert proc.returncode in (0, -signal.SIGTERM) and (out / "checkpoints" / f"step_{steps:07d}").exists(), err
+            break
+        assert time.time() - sent < 5, "the checkpoint came long after the signal"
+        assert "stopped: on SIGTERM" in err and "--resume" in err and err.count("\n") == 1, err
+        stops += 1
+    assert stops >= 1
+    whole, again = final_weights(tmp_path / "whole"), final_weights(out)
+    for k in whole:
+        assert torch.equal(whole[k], again[k]), k
+    a, b = metrics(tmp_path / "whole"), metrics(out)
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    assert [(r["val_loss"], r["train_loss"]) for r in a] == [(r["val_loss"], r["train_loss"]) for r in b]
+
+
 def test_resume_without_config_uses_the_saved_one(corpus_file, tmp_path):
     out = tmp_path / "r"
     assert main(tiny_args(corpus_file, out, steps=10)) == 0
@@ -117,6 +155,63 @@ def test_two_process_torchrun_matches_one_process(corpus_file, tmp_path):
         if a["train_loss"] is not None:
             assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
     assert one_m[-1]["val_loss"] < one_m[0]["val_loss"]
+
+
+def torchrun_cmd(args, port: int, nproc: int = 2) -> list[str]:
+    return [sys.executable, "-u", "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
+            f"--master_port={port}", "-m", "nextlab", *args]
+
+
+TORCHRUN_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def test_two_nodes_on_loopback_match_one_process(corpus_file, tmp_path):
+    """The multi-node recipe of the README: two torchrun launches ("nodes", one process each) meet through a c10d
+    rendezvous and train as one 2-process job, following the single-process run."""
+    extra = ["train.eval_every=5"]
+    single = run_cli(*tiny_args(corpus_file, tmp_path / "one", steps=10, extra=extra + ["train.micro_batch_size=4"]))
+    assert single.returncode == 0, single.stderr
+    port = free_port()
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
+                               "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}", "--rdzv_id=nextlab-test",
+                               "-m", "nextlab", *tiny_args(corpus_file, tmp_path / "two", steps=10, extra=extra)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=TORCHRUN_ENV) for _ in range(2)]
+    outs = [n.communicate(timeout=300) for n in nodes]
+    assert [n.returncode for n in nodes] == [0, 0], [e[-2000:] for _, e in outs]
+    assert sum("2 processes" in o for o, _ in outs) == 1  # one node holds rank 0, which logs
+    for a, b in zip(metrics(tmp_path / "one"), metrics(tmp_path / "two")):
+        assert a["step"] == b["step"] and b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-4)
+
+
+def test_sigterm_under_torchrun_stops_every_rank_at_one_step_and_resumes_bitwise(corpus_file, tmp_path):
+    """torchrun passes SIGTERM to both ranks; they agree on a step, rank 0 writes the checkpoint, both exit 75,
+    and a resumed 2-process run ends with the weights of an uninterrupted one."""
+    extra = ["train.eval_every=10", "train.save_every=100"]
+    steps = 40
+    whole = subprocess.run(torchrun_cmd(tiny_args(corpus_file, tmp_path / "whole", steps=steps, extra=extra), free_port()),
+                           capture_output=True, text=True, timeout=300, env=TORCHRUN_ENV)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    out = tmp_path / "stopped"
+    args = tiny_args(corpus_file, out, steps=steps, extra=extra)
+    proc = subprocess.Popen(torchrun_cmd(args, free_port()), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=TORCHRUN_ENV)
+    line = "-"
+    while line and not line.startswith("step      0"):  # training has begun on both ranks
+        line = proc.stdout.readline()
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert "stopped: on SIGTERM at step" in err, err[-3000:]
+    saved = sorted((out / "checkpoints").iterdir())
+    assert len(saved) == 1 and 0 < int(saved[0].name.split("_")[1]) < steps  # one checkpoint, by rank 0
+    resumed = subprocess.run(torchrun_cmd(args + ["--resume"], free_port()), capture_output=True, text=True, timeout=300,
+                             env=TORCHRUN_ENV)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = final_weights(tmp_path / "whole"), final_weights(out)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert [r["val_loss"] for r in metrics(tmp_path / "whole")] == [r["val_loss"] for r in metrics(out)]
 
 
 @pytest.mark.parametrize("what", ["loss", "gradient"])
