@@ -5,6 +5,7 @@ import dataclasses
 import hashlib
 import os
 import random
+import stat
 import struct
 
 import pytest
@@ -15,8 +16,9 @@ from hypothesis import strategies as st
 
 from nextlab.checkpoint import load_checkpoint
 from nextlab.compress import CoderOptions, compress_bytes, decompress_bytes, fresh_model, read_header
-from nextlab.compress.files import compress_file
+from nextlab.compress.files import compress_file, decompress_file
 from nextlab.errors import NextlabError
+from nextlab.files import current_umask
 from nextlab.model import ModelConfig
 from nextlab.tokenizer import BPETokenizer, ByteTokenizer, CharTokenizer
 
@@ -280,3 +282,65 @@ def test_options_are_recorded(packed):
     assert "Categorical(perfect=False)" in header["coder"]
     assert len(base64.b64decode(header["block_checksums"])) == 2 * -(-header["streams"][0] // 8)
     assert dataclasses.asdict(CoderOptions(**header["options"], threads=1)) == dataclasses.asdict(CoderOptions(**OPTS))
+
+
+# --- the original's mode and modification time ---------------------------------------------------
+
+OLD_MTIME_NS = 1_234_567_890_123_456_789  # 2009, with nanoseconds a coarse filesystem would lose
+
+
+def _repacked(nxz, out, change):
+    """A copy of the container `nxz` at `out`, its header changed by `change(header)`, with a valid digest."""
+    from nextlab.compress.container import pack, unpack
+
+    header, payload = unpack(nxz.read_bytes(), "x")
+    change(header)
+    out.write_bytes(pack(header, payload))
+    return out
+
+
+@pytest.mark.parametrize("mode, restored", [(0o640, 0o640), (0o4750, 0o750)], ids=["rw-r-----", "setuid-dropped"])
+def test_decompress_restores_mode_and_mtime(tiny_checkpoint, tmp_path, mode, restored):
+    src = tmp_path / "in.txt"
+    src.write_bytes(make_text(20).encode())
+    os.chmod(src, mode)
+    os.utime(src, ns=(OLD_MTIME_NS, OLD_MTIME_NS))
+    nxz = compress_file(src, tiny_checkpoint, opts=CoderOptions(**OPTS)).output
+    assert read_header(nxz.read_bytes(), "x")["file"] == {"mode": mode, "mtime_ns": OLD_MTIME_NS}
+    out = decompress_file(nxz, out=tmp_path / "restored.txt").output
+    assert out.read_bytes() == src.read_bytes()
+    assert stat.S_IMODE(out.stat().st_mode) == restored
+    assert out.stat().st_mtime_ns == OLD_MTIME_NS
+
+
+def test_input_that_is_not_a_file_records_no_mode(tiny_checkpoint, tmp_path):
+    nxz = compress_file("/dev/null", tiny_checkpoint, tmp_path / "null.nxz", CoderOptions(**OPTS)).output
+    assert "file" not in read_header(nxz.read_bytes(), "x")
+    out = decompress_file(nxz, out=tmp_path / "null").output
+    assert out.read_bytes() == b"" and stat.S_IMODE(out.stat().st_mode) == 0o666 & ~current_umask()
+
+
+def test_version_1_file_without_mode_still_decompresses(packed, tmp_path):
+    """What nextlab wrote before the mode and mtime were recorded: the same version-1 container, no `file` key."""
+    src, nxz = packed
+    old = _repacked(nxz, tmp_path / "old.nxz", lambda h: h.pop("file"))
+    assert struct.unpack_from("<H", old.read_bytes(), 6) == (1,)
+    out = decompress_file(old, out=tmp_path / "old").output
+    assert out.read_bytes() == src.read_bytes()
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~current_umask()
+
+
+@pytest.mark.parametrize("value", [-1, 0o10000, True, None, 6.5], ids=str)
+def test_bad_mode_in_header_is_refused(packed, tmp_path, value):
+    _, nxz = packed
+    bad = _repacked(nxz, tmp_path / "bad.nxz", lambda h: h["file"].update(mode=value))
+    with pytest.raises(NextlabError, match=r"bad.nxz: malformed header \(file.mode"):
+        decompress_file(bad, out=tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_bad_mode_in_header_via_cli(packed, tmp_path):
+    _, nxz = packed
+    bad = _repacked(nxz, tmp_path / "mode.nxz", lambda h: h["file"].update(mode="rw-r--r--"))
+    _fails(["decompress", str(bad)], "mode.nxz: malformed header (file.mode 'rw-r--r--' is not a permission mode",
+           tmp_path / "mode")

@@ -7,7 +7,8 @@ Layout (all integers little-endian):
     header length    u32
     header           zlib-compressed UTF-8 JSON: mode, model fingerprint (and the seed and config of
                      a fresh model), original length and SHA-256, tokenizer, streams,
-                     block checksums, coder and update parameters, thread count
+                     block checksums, coder and update parameters, thread count, and
+                     (when the input was a regular file) its permission bits and mtime
     payload length   u64
     payload          the range coder's 32-bit words
     file digest      32 bytes  SHA-256 of everything above
@@ -15,6 +16,11 @@ Layout (all integers little-endian):
 The digest makes any bit flip or truncation an error before decoding starts;
 the per-block checksums in the header catch the one failure a digest cannot:
 a machine whose floating-point results differ from the encoder's.
+
+The version changes only when an older reader would misread a newer file. An optional header
+key is no such change: readers ignore keys they do not know, and treat a missing optional key as
+"not recorded" (the `file` key, the original's mode and mtime, came this way: files without it
+decompress as before, to the umask's default mode).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import json
 import os
 import struct
 import tempfile
+import warnings
 import zlib
 from pathlib import Path
 
@@ -69,8 +76,18 @@ def unpack(blob: bytes, source: str) -> tuple[dict, np.ndarray]:
     return header, np.frombuffer(body[start:], dtype="<u4").astype(np.uint32)
 
 
-def write_atomic(path: str | Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, fsync, then rename: never a half-written file."""
+def add_to_header(blob: bytes, source: str, **keys) -> bytes:
+    """The same container with `keys` added to its header: what the coder cannot know, such as the input file's mode."""
+    header, payload = unpack(blob, source)
+    return pack({**header, **keys}, payload)
+
+
+def write_atomic(path: str | Path, data: bytes, original: tuple[int, int] | None = None) -> None:
+    """Write to a temporary file beside `path`, fsync, then rename: never a half-written file.
+
+    The file gets the mode open() would give under the umask or, when `original` is given, that (mode,
+    mtime in ns); both before the rename, so that it never appears with others.
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -78,11 +95,26 @@ def write_atomic(path: str | Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        give_default_mode(tmp)  # mkstemp made it 0600
+        if original is None:
+            give_default_mode(tmp)  # mkstemp made it 0600
+        else:
+            _restore(tmp, path, *original)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _restore(tmp: str, path: Path, mode: int, mtime_ns: int) -> None:
+    """Give the written file the original's mode and mtime; a filesystem that cannot keep them gets a warning, as
+    with gzip, not a lost result."""
+    try:
+        os.chmod(tmp, mode)
+        # atime stays the moment of writing: the container records none (reading the original to compress it
+        # touched its atime anyway), and the restored file was indeed just written
+        os.utime(tmp, ns=(os.stat(tmp).st_atime_ns, mtime_ns))
+    except OSError as e:
+        warnings.warn(f"{path}: could not restore the original's mode and modification time ({e.strerror})", stacklevel=2)
 
 
 def block_checksum(tokens: np.ndarray) -> bytes:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import bz2
 import gzip
 import lzma
+import os
+import stat
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from nextlab.compress.coder import FRESH_MODEL, CoderOptions, CodingStats, compress_bytes, decompress_bytes, fresh_model
-from nextlab.compress.container import unpack, write_atomic
+from nextlab.compress.container import add_to_header, unpack, write_atomic
 from nextlab.errors import NextlabError
 
 SUFFIX = ".nxz"
@@ -88,15 +90,44 @@ def measure_compression(data: bytes, model, tokenizer, modes=("static", "adaptiv
     return out
 
 
-def _read(path: Path) -> bytes:
+def _read(path: Path) -> tuple[bytes, os.stat_result]:
+    """The file's bytes and its status, from the same open file (a rename meanwhile cannot mix two files)."""
     try:
-        return path.read_bytes()
+        with open(path, "rb") as f:
+            return f.read(), os.fstat(f.fileno())
     except FileNotFoundError:
         raise NextlabError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise NextlabError(f"{path}: is a directory, not a file") from None
     except OSError as e:
         raise NextlabError(f"{path}: cannot read ({e.strerror})") from None
+
+
+def _attributes(st: os.stat_result) -> dict:
+    """What decompress restores, as gzip and xz do: the permission bits and the modification time, of a regular
+    file (a pipe's or a device's would mean nothing on the restored file)."""
+    if not stat.S_ISREG(st.st_mode):
+        return {}
+    return {"file": {"mode": stat.S_IMODE(st.st_mode), "mtime_ns": st.st_mtime_ns}}
+
+
+def _recorded_attributes(header: dict, source: str) -> tuple[int, int] | None:
+    """The (mode, mtime in ns) to restore; None for a file without them (compressed before they were recorded)."""
+    if "file" not in header:
+        return None
+    rec = header["file"] if isinstance(header["file"], dict) else {}
+    mode, mtime_ns = rec.get("mode"), rec.get("mtime_ns")
+    if not _is_int(mode) or not 0 <= mode <= 0o7777:
+        raise NextlabError(f"{source}: malformed header (file.mode {mode!r} is not a permission mode 0..0o7777)")
+    if not _is_int(mtime_ns) or not -(2**63) <= mtime_ns < 2**63:
+        raise NextlabError(f"{source}: malformed header (file.mtime_ns {mtime_ns!r} is not a time in nanoseconds)")
+    # the permission bits only, as gzip and xz: setuid, setgid and sticky would hand whoever runs the file the rights
+    # of whoever decompressed it, on the word of a file anyone can write
+    return mode & 0o777, mtime_ns
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
 
 
 def _check_output(out: Path, force: bool) -> None:
@@ -119,7 +150,7 @@ def compress_file(
     """Compress a file with a checkpoint (None: a fresh model from `seed`); writes `out` (default IN.nxz)."""
     path = Path(path)
     out = Path(out) if out else path.with_name(path.name + SUFFIX)
-    data = _read(path)
+    data, st = _read(path)
     _check_output(out, force)
     if checkpoint is None:
         model, tokenizer = fresh_model(FRESH_MODEL, seed)
@@ -132,8 +163,9 @@ def compress_file(
         source = str(ckpt.path.resolve())
         blob, stats = compress_bytes(data, ckpt.model, ckpt.tokenizer, opts, source=source, progress=progress)
         params = ckpt.model.num_params()
+    blob = add_to_header(blob, str(path), **_attributes(st))
     write_atomic(out, blob)
-    return FileResult(out, stats, params)
+    return FileResult(out, replace(stats, compressed_bytes=len(blob)), params)
 
 
 def decompress_file(
@@ -151,9 +183,10 @@ def decompress_file(
             raise NextlabError(f"{path}: name does not end in {SUFFIX}; say where to write with -o")
         out = path.with_suffix("")
     out = Path(out)
-    blob = _read(path)
+    blob, _ = _read(path)
     _check_output(out, force)
     header, _ = unpack(blob, str(path))
+    original = _recorded_attributes(header, str(path))
     model = tokenizer = None
     params = 0
     if "fresh" not in header.get("model", {}):
@@ -166,5 +199,5 @@ def decompress_file(
         ckpt = load_checkpoint(checkpoint)
         model, tokenizer, params = ckpt.model, ckpt.tokenizer, ckpt.model.num_params()
     data, stats = decompress_bytes(blob, model, tokenizer, source=str(path), progress=progress)
-    write_atomic(out, data)
+    write_atomic(out, data, original)
     return FileResult(out, stats, params)
