@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 
 # the suite also needs the test-only extras (transformers, lm-eval, schemathesis), which the demo does not
 $(TEST_STAMP): $(STAMP)
-	$(BIN)/pip install -q -e ".[dev,hf,eval,fuzz]"
+	$(BIN)/pip install -q -e ".[dev,hf,eval,fuzz,ray]"
 	touch $(TEST_STAMP)
 
 demo: $(STAMP)

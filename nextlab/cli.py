@@ -273,9 +273,22 @@ def cmd_sweep(args) -> None:
 
     if args.jobs < 1:
         raise NextlabError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.ray is not None and args.jobs != 1:
+        raise NextlabError("--jobs and --ray do not go together: on Ray, each point declares its threads and Ray "
+                           "runs as many at once as the cluster has room for")
+    shard = parse_shard(args.shard) if args.shard is not None else None
     sweep = load_sweep(args.sweep)
-    rows = run_sweep(sweep, jobs=args.jobs)
-    print(f"{len(rows)} runs in {sweep.out}; next: nextlab fit {sweep.out}")
+    rows = run_sweep(sweep, jobs=args.jobs, shard=shard, ray=args.ray, progress=not args.no_progress)
+    share = "" if shard is None else f" (share {shard[0]}/{shard[1]})"
+    print(f"{len(rows)} runs{share} in {sweep.out}; next: nextlab fit {sweep.out}")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'I/N' -> (I, N), 1 <= I <= N."""
+    i, slash, n = text.partition("/")
+    if not (slash and i.strip().isdigit() and n.strip().isdigit()) or not 1 <= int(i) <= int(n):
+        raise NextlabError(f"--shard must be I/N with 1 <= I <= N (share I of N of the grid), got {text!r}")
+    return int(i), int(n)
 
 
 def cmd_fit(args) -> None:
@@ -673,6 +686,12 @@ def _add_scaling(sub) -> None:
     sw = sub.add_parser("sweep", help="train a grid of model sizes, token budgets and seeds (resumable)")
     sw.add_argument("sweep", help="sweep TOML: a run config plus a [grid] section")
     sw.add_argument("--jobs", type=int, default=1, help="points trained in parallel (the cores are shared between them)")
+    sw.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                    help="run each point as a Ray task on the cluster at ADDRESS (alone: start one on this machine); "
+                         "needs nextlab[ray]")
+    sw.add_argument("--shard", metavar="I/N", help="run only share I of N of the grid (1-based; e.g. a Slurm array task's "
+                    "$((SLURM_ARRAY_TASK_ID + 1))/N); fit and emergence read the union of the shares")
+    sw.add_argument("--no-progress", action="store_true", help="no progress bar over points")
     sw.set_defaults(func=cmd_sweep)
 
     fi = sub.add_parser("fit", help="fit scaling laws L(N), L(D), L(N, D) to a sweep, with bootstrap intervals and plots")

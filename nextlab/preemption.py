@@ -21,7 +21,14 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class Preempted(Exception):
-    """A run stopped on SIGTERM or SIGINT after writing a checkpoint; the message says where and how to go on."""
+    """A run stopped on SIGTERM or SIGINT after writing a checkpoint: `what` says where, `advice` how to go on."""
+
+    def __init__(self, what: str, advice: str = "run the same command with --resume to continue") -> None:
+        super().__init__(what, advice)  # both in args, so it crosses process boundaries (pickle) whole
+        self.what, self.advice = what, advice
+
+    def __str__(self) -> str:
+        return f"{self.what}; {self.advice}"
 
 
 class StopSignals:

@@ -461,8 +461,7 @@ def _train(cfg: RunConfig, resume: bool = False, log=print, stop: StopSignals | 
                 path = checkpoint(val_loss, val_bpb, evaluated=False)
                 if world_size > 1:
                     dist.destroy_process_group()
-                raise Preempted(f"on {stop.requested or 'a signal to another process'} at step {step}; checkpoint {path}; "
-                                "run the same command with --resume to continue")
+                raise Preempted(f"on {stop.requested or 'a signal to another process'} at step {step}; checkpoint {path}")
             if step == evaluated_step:  # evaluated and logged before the checkpoint was written
                 pass
             elif step % t.eval_every == 0 or step == t.steps or step in t.eval_tasks_at:

@@ -1,6 +1,7 @@
 """Sweeps: a grid of ordinary runs that resumes, runs in parallel, and feeds the fits."""
 
 import json
+import time
 
 import pytest
 from conftest import run_cli
@@ -175,3 +176,62 @@ def test_emergence_cli_exact_match_is_sharper(tmp_path):
     rows = {row["metric"]: row for row in json.loads((tmp_path / "e.json").read_text())["across_sweep"]["sums"]}
     assert rows["exact_match"]["width_decades"] < rows["token_accuracy"]["width_decades"]
     assert "no task evaluations during training" in r.stdout  # synthetic runs have no metrics.jsonl: said, not crashed
+
+
+def _figures(rows):
+    """A point's record without its wall-clock time."""
+    return [{k: v for k, v in r.items() if k != "wall_s"} for r in rows]
+
+
+def test_two_shards_together_are_the_whole_grid(tmp_path):
+    whole = run_sweep(sweep_from_dict(tiny_sweep(tmp_path / "whole", depths=(1, 2, 3))), log=lambda *a: None)
+    sharded = tiny_sweep(tmp_path / "sharded", depths=(1, 2, 3))
+    path = _write(tmp_path, sharded)
+    shares = [run_cli("sweep", str(path), "--shard", share, "--no-progress") for share in ("1/2", "2/2")]
+    assert [r.returncode for r in shares] == [0, 0], [r.stderr for r in shares]
+    assert "2 runs (share 1/2)" in shares[0].stdout and "1 runs (share 2/2)" in shares[1].stdout
+    assert not (tmp_path / "sharded" / "sweep.json").exists()  # no share holds the whole grid
+    assert _figures(sorted(load_sweep_results(tmp_path / "sharded"), key=lambda r: r["name"])) == _figures(whole)
+    for bad in ("0/2", "3/2", "1", "a/b", "-1/2"):
+        r = run_cli("sweep", str(path), f"--shard={bad}")
+        assert r.returncode == 2 and "--shard must be I/N" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+
+
+def test_a_sweep_on_a_local_ray_cluster_records_what_a_local_one_does(tmp_path):
+    ray = pytest.importorskip("ray")
+    local = run_sweep(sweep_from_dict(tiny_sweep(tmp_path / "local", depths=(1, 2), seeds=(0, 1))), log=lambda *a: None)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        on_ray = run_sweep(sweep_from_dict(tiny_sweep(tmp_path / "ray", depths=(1, 2), seeds=(0, 1))), ray="local",
+                           log=lambda *a: None)
+    finally:
+        ray.shutdown()
+    assert len(on_ray) == 4 and _figures(on_ray) == _figures(local)
+    assert all((tmp_path / "ray" / r["name"] / "point.json").exists() for r in on_ray)
+
+
+def test_sigterm_stops_a_parallel_sweep_with_checkpoints_and_a_rerun_finishes_it(tmp_path):
+    """The sweep passes SIGTERM to its running points: each writes a checkpoint and stops; the sweep exits 75,
+    and running it again ends with the records of an uninterrupted sweep."""
+    import signal
+    import subprocess
+    import sys
+
+    grid = {"depths": (1, 2), "tokens": (65536,)}
+    whole = run_sweep(sweep_from_dict(tiny_sweep(tmp_path / "whole", **grid)), log=lambda *a: None)
+    path = _write(tmp_path, tiny_sweep(tmp_path / "stopped", **grid))
+    cmd = [sys.executable, "-m", "nextlab", "sweep", str(path), "--jobs", "2", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while len(list((tmp_path / "stopped").glob("*/metrics.jsonl"))) < 2:  # both points are training
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read() if proc.poll() is not None else ""
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 75, err
+    assert "stopped: on SIGTERM: 2 points stopped with a checkpoint" in err and "run the same sweep again" in err, err
+    assert all(list((tmp_path / "stopped" / r["name"] / "checkpoints").glob("step_*")) for r in whole)
+    again = run_cli("sweep", str(path), "--jobs", "2", "--no-progress")
+    assert again.returncode == 0, again.stderr
+    assert _figures(sorted(load_sweep_results(tmp_path / "stopped"), key=lambda r: r["name"])) == _figures(whole)

@@ -17,23 +17,32 @@ writes `point.json`: N (non-embedding parameters), D (tokens trained), C = 6ND,
 the final validation loss and bits per byte, the excess over the entropy floor
 per world, and the task metrics of both families. Running the sweep again skips
 finished points and resumes an interrupted one from its checkpoint.
+
+Points run here, in local processes (`jobs`), or as Ray tasks on a cluster
+(`ray`); a share of the grid (`shard`) can run anywhere a scheduler puts it, and
+the analyses read the union of the point.json files.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import copy
 import json
 import math
 import multiprocessing
 import os
+import signal
 import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
 from nextlab.config import RunConfig, config_from_dict
 from nextlab.errors import NextlabError
+from nextlab.preemption import SIGNALS, Preempted, StopSignals
 
 POINT_FILE = "point.json"
 SWEEP_FILE = "sweep.json"
@@ -184,37 +193,145 @@ def run_point(cfg: RunConfig, threads: int = 0) -> dict:
     return record
 
 
-def run_sweep(sweep: Sweep, jobs: int = 1, log: Callable[[str], None] = print) -> list[dict]:
-    """Train every point not yet finished; `jobs` points at a time, the cores shared between them."""
+def shard_of(todo: list[Point], shard: tuple[int, int] | None) -> list[Point]:
+    """Share i of n (1-based) of the grid: every n-th point from the i-th, so the shares are disjoint, together
+    make the whole grid, and each gets small and large points alike."""
+    if shard is None:
+        return todo
+    i, n = shard
+    if not 1 <= i <= n:
+        raise NextlabError(f"--shard {i}/{n}: the share must be between 1 and {n}")
+    return todo[i - 1 :: n]
+
+
+def run_sweep(sweep: Sweep, jobs: int = 1, log: Callable[[str], None] = print, shard: tuple[int, int] | None = None,
+              ray: str | None = None, progress: bool = False) -> list[dict]:
+    """Train every point (of share `shard`, see shard_of) not yet finished; their records, in grid order.
+
+    Points run in this process (jobs 1), in `jobs` local processes that share the cores, or as Ray tasks
+    (`ray`: a cluster's address, or "local" to start one on this machine). On SIGTERM or SIGINT the points
+    running write their checkpoints and stop, and `preemption.Preempted` is raised; running the sweep again
+    picks up where it stopped. Only a whole grid writes sweep.json; `nextlab fit` reads the point.json files."""
     from nextlab.data import prepare_corpus
 
-    todo = points(sweep)
+    todo = shard_of(points(sweep), shard)
     Path(sweep.out).mkdir(parents=True, exist_ok=True)
-    (Path(sweep.out) / "sweep_config.json").write_text(json.dumps({"out": sweep.out, "grid": vars(sweep.grid), **sweep.base}, indent=1))
+    _write_json(Path(sweep.out) / "sweep_config.json", {"out": sweep.out, "grid": vars(sweep.grid), **sweep.base})
     finished = {p.name for p in todo if read_point(p.config.out) is not None}
-    log(f"sweep {sweep.out}: {len(todo)} points, {len(finished)} already done")
-    if len(finished) < len(todo):
+    share = "" if shard is None else f" (share {shard[0]}/{shard[1]})"
+    log(f"sweep {sweep.out}{share}: {len(todo)} points, {len(finished)} already done")
+    pending = [p for p in todo if p.name not in finished]
+    if pending and ray is None:
         prepare_corpus(todo[0].config.data, log=lambda *a: None)  # tokenize once, before parallel jobs share the cache
-    threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
-    records: dict[str, dict] = {}
-
-    def done(point: Point, record: dict) -> None:
-        records[point.name] = record
-        fresh = "" if point.name in finished else f" in {record['wall_s']:.0f} s"
-        log(f"  {point.name}: N={record['N']:,} D={record['D']:,} val {record['val_loss']:.4f}{fresh}")
-
-    if jobs <= 1:
-        for p in todo:
-            done(p, run_point(p.config, p.config.train.threads or threads))
-    else:
-        ctx = multiprocessing.get_context("spawn")  # no fork after torch has started threads
-        with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            futures = {pool.submit(run_point, p.config, threads): p for p in todo}  # cores / jobs each, whatever the config says
-            for f in concurrent.futures.as_completed(futures):
-                done(futures[f], f.result())
+    records = {p.name: read_point(p.config.out) for p in todo if p.name in finished}
+    bar = Progress(TextColumn("[bold]sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), disable=not progress)
+    with bar, StopSignals() as stop:
+        task = bar.add_task("points", total=len(todo), completed=len(finished))
+        if ray is not None:
+            ran = _on_ray(pending, ray, stop)
+        elif jobs > 1:
+            ran = _in_processes(pending, jobs, stop)
+        else:
+            ran = _here(pending, max(1, os.cpu_count() or 1), stop)
+        for point, record in ran:
+            records[point.name] = record
+            bar.advance(task)
+            (bar.console.print if progress else log)(
+                f"  {point.name}: N={record['N']:,} D={record['D']:,} val {record['val_loss']:.4f} in {record['wall_s']:.0f} s")
     rows = [records[p.name] for p in todo]
-    (Path(sweep.out) / SWEEP_FILE).write_text(json.dumps(rows, indent=1))
+    if shard is None:
+        _write_json(Path(sweep.out) / SWEEP_FILE, rows)
     return rows
+
+
+def _write_json(path: Path, value) -> None:
+    """Whole or not at all: shares of one sweep may write the same file at once."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(value, indent=1))
+    os.replace(tmp, path)
+
+
+AGAIN = "run the same sweep again to continue"
+
+
+def _stopped(stop: StopSignals, stopped: list[str], left: list[str]) -> Preempted:
+    return Preempted(f"on {stop.requested}: {len(stopped)} points stopped with a checkpoint ({', '.join(stopped) or 'none'}), "
+                     f"{len(left)} not started", AGAIN)
+
+
+def _here(pending: list[Point], threads: int, stop: StopSignals) -> Iterator[tuple[Point, dict]]:
+    """One point after another in this process (each point's training takes the signals while it runs)."""
+    for i, p in enumerate(pending):
+        if stop.requested:
+            raise _stopped(stop, [], [q.name for q in pending[i:]])
+        try:
+            record = run_point(p.config, p.config.train.threads or threads)
+        except Preempted as e:
+            raise Preempted(f"point {p.name} stopped {e.what}", AGAIN) from None
+        yield p, record
+
+
+def _ignore_signals() -> None:
+    """A pool process between points leaves SIGTERM and SIGINT to the sweep, which passes them to running points
+    (whose training takes them while it runs); otherwise a Ctrl-C would kill idle processes and break the pool."""
+    for sig in SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def _in_processes(pending: list[Point], jobs: int, stop: StopSignals) -> Iterator[tuple[Point, dict]]:
+    threads = max(1, (os.cpu_count() or 1) // max(1, jobs))  # cores / jobs each, whatever the config says
+    ctx = multiprocessing.get_context("spawn")  # no fork after torch has started threads
+    stop.on_signal = lambda signum: [os.kill(c.pid, signum) for c in multiprocessing.active_children()]
+    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_ignore_signals) as pool:
+        futures = {pool.submit(run_point, p.config, threads): p for p in pending}
+        stopped = []
+        for f in concurrent.futures.as_completed(futures):
+            if stop.requested:
+                for other in futures:
+                    other.cancel()
+            if f.cancelled():
+                continue
+            try:
+                yield futures[f], f.result()
+            except Preempted:
+                stopped.append(futures[f].name)
+        if stop.requested:
+            raise _stopped(stop, stopped, [p.name for f, p in futures.items() if f.cancelled()])
+
+
+def _on_ray(pending: list[Point], address: str, stop: StopSignals) -> Iterator[tuple[Point, dict]]:
+    """Each point a Ray task declaring what it uses: its threads as CPUs, or one GPU. Paths are made absolute, as
+    Ray's workers need not start where this process did (on a cluster, the run directory must be shared)."""
+    try:
+        import ray
+    except ImportError:
+        raise NextlabError("--ray needs Ray: pip install 'nextlab[ray]'") from None
+    if not ray.is_initialized():
+        ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+    remote = ray.remote(run_point)
+    refs = {}
+    for p in pending:
+        cfg = copy.deepcopy(p.config)
+        cfg.out = str(Path(cfg.out).resolve())
+        if cfg.data.path not in ("", "stdlib"):
+            cfg.data.path = str(Path(cfg.data.path).resolve())
+        threads = cfg.train.threads or 1
+        gpus = 1 if cfg.train.device.startswith("cuda") else 0
+        refs[remote.options(num_cpus=threads, num_gpus=gpus).remote(cfg, threads)] = p
+    # a point's training takes SIGINT while it runs: Ray's cancel delivers one to the task
+    stop.on_signal = lambda signum: [ray.cancel(ref) for ref in refs]
+    waiting, stopped, left = list(refs), [], []
+    while waiting:
+        ready, waiting = ray.wait(waiting, num_returns=1)
+        try:
+            yield refs[ready[0]], ray.get(ready[0])
+        except Preempted:
+            stopped.append(refs[ready[0]].name)
+        except ray.exceptions.TaskCancelledError:
+            left.append(refs[ready[0]].name)
+    if stop.requested:
+        raise _stopped(stop, stopped, left)
 
 
 def load_sweep_results(sweep_dir: str | Path) -> list[dict]:
