@@ -48,6 +48,7 @@ from nextlab.errors import NextlabError
 from nextlab.files import LOCK_FILE, run_lock
 from nextlab.model import GPT, ModelConfig
 from nextlab.preemption import Preempted, StopSignals
+from nextlab.roofline import flops_per_token, peak_flops
 from nextlab.sample import document_logprobs
 from nextlab.tokenizer import load_tokenizer
 
@@ -396,6 +397,9 @@ def _train(cfg: RunConfig, resume: bool = False, log=print, stop: StopSignals | 
 
     n_params, n_non_emb = model.num_params(), model.num_params(non_embedding=True)
     tokens_per_step = t.batch_size * mcfg.block_size
+    # model FLOPs utilization against this machine's measured matmul peak (roofline.py), every process's together
+    flops_token = flops_per_token(model, mcfg.block_size)
+    peak = peak_flops(dtype, device) * world_size if is_main else 0.0
     say(
         f"model {mcfg.arch}: {n_params / 1e6:.2f}M parameters ({n_non_emb / 1e6:.2f}M non-embedding), "
         f"{corpus.meta['train_tokens'] / 1e6:.2f}M train tokens, {tokens_per_step} tokens/step, "
@@ -477,6 +481,7 @@ def _train(cfg: RunConfig, resume: bool = False, log=print, stop: StopSignals | 
                     "val_bpb": val_bpb,
                     "lr": optimizers[-1].param_groups[0]["lr"],
                     "tokens_per_s": window[2] / window[3] if window[3] else None,
+                    "mfu": window[2] / window[3] * flops_token / peak if window[3] and peak else None,
                 }
                 if world_docs:
                     row["worlds"] = evaluate_worlds(model, tokenizer.eot_id, world_docs, device, dtype, rank, world_size)
@@ -488,7 +493,7 @@ def _train(cfg: RunConfig, resume: bool = False, log=print, stop: StopSignals | 
                         f.write(json.dumps(row) + "\n")
                     (progress.console.print if t.progress else say)(
                         f"step {step:>6}  val loss {val_loss:.4f} nats/token  {val_bpb:.3f} bits/byte"
-                        + (f"  train loss {row['train_loss']:.4f}" if window[1] else "")
+                        + (f"  train loss {row['train_loss']:.4f}  mfu {row['mfu']:.1%}" if window[1] else "")
                         + ("\n" + " " * 14 + "excess over floor, bits/byte: " if world_docs else "")
                         + ", ".join(f"{name} {w['excess_bpb']:.3f}" for name, w in row.get("worlds", {}).items())
                     )

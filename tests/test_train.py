@@ -33,7 +33,19 @@ def test_loss_falls_and_same_seed_same_numbers(corpus_file, tmp_path):
     assert a[-1]["val_loss"] < a[0]["val_loss"] - 1.0
     wa, wb = final_weights(tmp_path / "a"), final_weights(tmp_path / "b")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    assert set(a[-1]) >= {"step", "tokens", "wall_s", "train_loss", "val_loss", "val_bpb", "lr", "tokens_per_s"}
+    assert set(a[-1]) >= {"step", "tokens", "wall_s", "train_loss", "val_loss", "val_bpb", "lr", "tokens_per_s", "mfu"}
+    assert a[0]["mfu"] is None and 0 < a[-1]["mfu"] < 1  # against this machine's measured matmul peak
+
+
+def test_flops_per_token_counts_every_multiplying_weight():
+    from nextlab.model import GPT, ModelConfig
+    from nextlab.roofline import flops_per_token
+
+    modern = GPT(ModelConfig(vocab_size=100, n_layer=2, n_head=2, n_embd=32, block_size=16))
+    gpt2 = GPT(ModelConfig(arch="gpt2", vocab_size=100, n_layer=2, n_head=2, n_embd=32, block_size=16))
+    attention = 12 * 2 * 32 * 16
+    assert flops_per_token(modern, 16) == 6 * modern.num_params(non_embedding=True) + attention  # untied head included
+    assert flops_per_token(gpt2, 16) == 6 * (gpt2.num_params(non_embedding=True) + 100 * 32) + attention  # tied head
 
 
 @pytest.mark.parametrize("recipe", ["adamw-gpt2", "muon-accum"])
