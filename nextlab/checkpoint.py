@@ -106,9 +106,12 @@ def prune_checkpoints(run_dir: str | Path, keep_last: int) -> None:
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint directory, or a run directory's latest checkpoint."""
     path = Path(path)
-    if (path / CONFIG_FILE).exists() or (path / WEIGHTS_FILE).exists():
-        return path
-    found = list_checkpoints(path)
+    try:
+        if (path / CONFIG_FILE).exists() or (path / WEIGHTS_FILE).exists():
+            return path
+        found = list_checkpoints(path)
+    except PermissionError as e:
+        raise NextlabError(f"{path}: cannot read ({e.strerror})") from None
     if found:
         return found[-1]
     if not path.exists():
@@ -124,6 +127,8 @@ def read_config(directory: Path) -> dict:
         raise NextlabError(f"{path}: missing") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise NextlabError(f"{path}: corrupt ({e.__class__.__name__}: {e})") from None
+    except OSError as e:
+        raise NextlabError(f"{path}: cannot read ({e.strerror})") from None
     if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
         raise NextlabError(f"{path}: corrupt (no model section)")
     return config

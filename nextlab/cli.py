@@ -8,6 +8,7 @@ checkpoint exits with preemption.PREEMPTED_EXIT (75).
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import numbers
@@ -18,6 +19,9 @@ from pathlib import Path
 
 from nextlab.errors import NextlabError
 from nextlab.preemption import PREEMPTED_EXIT, Preempted
+
+MAX_SEED = 2**63 - 1  # what torch's and numpy's generators all take
+MAX_THREADS = 1024  # torch.set_num_threads overflows at 2**31; this is already far more than cores
 
 
 def cmd_train(args) -> None:
@@ -56,10 +60,48 @@ def _load(path: str, device: str = "cpu"):
     return load_checkpoint(path, device)
 
 
+def _for_model(tokenizer, raw: bytes, what: str) -> str | bytes:
+    """Bytes the model is to read: any bytes for a byte-level model (its point is to take anything), UTF-8 text for
+    the others, whose tokenizers were made from text."""
+    if tokenizer.kind == "bytes":
+        return raw
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise NextlabError(f"{what} is not valid UTF-8; this model's {tokenizer.kind} tokenizer reads text "
+                           "(only a byte-level model takes any bytes)") from None
+
+
+def _text_arg(tokenizer, text: str, flag: str) -> str | bytes:
+    """A text argument for the model. Python decodes argv bytes that are not UTF-8 to lone surrogates, and
+    os.fsencode gives back exactly the bytes the shell passed."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        raw = os.fsencode(text)
+    except UnicodeEncodeError:  # a surrogate that no argv decoding makes: only a caller of main() can pass one
+        raise NextlabError(f"{flag} is not valid text") from None
+    return _for_model(tokenizer, raw, flag)
+
+
+def _check_text(value: str | None, flag: str, why: str) -> None:
+    """An argument that can only be text: argv bytes that are not UTF-8 (lone surrogates, see _text_arg) are refused."""
+    try:
+        (value or "").encode("utf-8")
+    except UnicodeEncodeError:
+        raise NextlabError(f"{flag} is not valid UTF-8 ({why})") from None
+
+
 def cmd_sample(args) -> None:
     from nextlab.sample import generate_stream
 
     ckpt = _load(args.checkpoint)
+    prompt = _text_arg(ckpt.tokenizer, args.prompt, "--prompt")
+    for s in args.stop or ():
+        _check_text(s, "--stop", "stop strings are matched in the decoded text")
     for i in range(args.num_samples):
         if i:
             print("\n" + "-" * 40)
@@ -67,7 +109,7 @@ def cmd_sample(args) -> None:
         for tok in generate_stream(
             ckpt.model,
             ckpt.tokenizer,
-            args.prompt,
+            prompt,
             max_new_tokens=args.max_tokens,
             temperature=args.temperature,
             top_k=args.top_k,
@@ -87,7 +129,7 @@ def cmd_next(args) -> None:
     from nextlab.sample import next_token_distribution
 
     ckpt = _load(args.checkpoint)
-    choices = next_token_distribution(ckpt.model, ckpt.tokenizer, args.prompt, args.k)
+    choices = next_token_distribution(ckpt.model, ckpt.tokenizer, _text_arg(ckpt.tokenizer, args.prompt, "--prompt"), args.k)
     if args.json:
         print(json.dumps([{"id": c.id, "token": c.text, "prob": c.prob} for c in choices]))
         return
@@ -107,21 +149,20 @@ def cmd_score(args) -> None:
 
     if (args.file is None) == (args.text is None):
         raise NextlabError("score needs exactly one of FILE or --text")
-    if args.text is not None:
-        text = args.text
-    else:
+    if args.file is not None:
         try:
-            text = Path(args.file).read_text(encoding="utf-8")
+            raw = Path(args.file).read_bytes()
         except FileNotFoundError:
             raise NextlabError(f"{args.file}: no such file") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise NextlabError(f"{args.file}: cannot read as UTF-8 text ({e.__class__.__name__})") from None
+        except OSError as e:
+            raise NextlabError(f"{args.file}: cannot read ({e.strerror or e.__class__.__name__})") from None
     ckpt = _load(args.checkpoint)
+    text = _text_arg(ckpt.tokenizer, args.text, "--text") if args.text is not None else _for_model(ckpt.tokenizer, raw, args.file)
     scores = score(ckpt.model, ckpt.tokenizer, text)
     if not scores:
         raise NextlabError("nothing to score: the text is empty")
     total_bits = sum(s.surprisal_bits for s in scores)
-    n_bytes = len(text.encode())
+    n_bytes = len(text) if isinstance(text, bytes) else len(text.encode())
     summary = {
         "tokens": len(scores),
         "bytes": n_bytes,
@@ -143,6 +184,7 @@ def cmd_score(args) -> None:
 
 
 def cmd_demo(args) -> None:
+    _no_file_in_the_way(args.out, "--out")
     from nextlab.report import run_demo
 
     run_demo(quick=args.quick, out=args.out)
@@ -156,6 +198,7 @@ def cmd_eval(args) -> None:
     from nextlab.evals import CONTINUOUS, DISCONTINUOUS, evaluate, get_task
     from nextlab.evals.run import default_tasks
 
+    _check_output_file(args.json, "--json")
     ckpt = _load(args.checkpoint)
     data = ckpt.config.get("run", {}).get("data", {})
     names = [t for t in args.tasks.split(",") if t] if args.tasks else default_tasks(data)
@@ -184,8 +227,7 @@ def cmd_eval(args) -> None:
         print(f"note: shots that did not fit the context ({ckpt.model.cfg.block_size} tokens) were dropped for "
               + ", ".join(sorted({r["task"] for r in dropped})), file=sys.stderr)
     if args.json:
-        Path(args.json).write_text(json.dumps({"checkpoint": str(ckpt.path), "results": rows}, indent=1))
-        print(f"wrote {args.json}")
+        _write_json(args.json, {"checkpoint": str(ckpt.path), "results": rows})
 
 
 def _coding_progress(enabled: bool, total: int, label: str):
@@ -257,6 +299,7 @@ def cmd_decompress(args) -> None:
 def cmd_export(args) -> None:
     from nextlab.hf import export_checkpoint
 
+    _check_new_dir(args.out, "output directory")
     out = export_checkpoint(args.checkpoint, args.out)
     print(f"wrote {out}: open it with transformers' AutoModelForCausalLM.from_pretrained and AutoTokenizer.from_pretrained")
 
@@ -264,6 +307,7 @@ def cmd_export(args) -> None:
 def cmd_import(args) -> None:
     from nextlab.hf import import_checkpoint
 
+    _check_new_dir(args.out, "output directory")
     out = import_checkpoint(args.directory, args.out)
     print(f"wrote {out}: a nextlab checkpoint (score, next, serve, compress, probe, eval take it)")
 
@@ -295,20 +339,21 @@ def cmd_fit(args) -> None:
     from nextlab.scaling import fit_sweep, load_sweep_results, plot_sweep
     from nextlab.scaling.analysis import fit_report, fits_to_json
 
+    _check_output_file(args.json, "--json")
     rows = load_sweep_results(args.sweep_dir)
     fits = fit_sweep(rows, n_bootstrap=args.bootstrap)
     print(fit_report(fits))
     for path in plot_sweep(rows, fits, Path(args.sweep_dir) / "plots"):
         print(f"wrote {path}")
     if args.json:
-        Path(args.json).write_text(json.dumps(fits_to_json(fits), indent=1))
-        print(f"wrote {args.json}")
+        _write_json(args.json, fits_to_json(fits))
 
 
 def cmd_emergence(args) -> None:
     from nextlab.scaling import emergence, emergence_over_training, load_sweep_results
     from nextlab.scaling.analysis import emergence_report
 
+    _check_output_file(args.json, "--json")
     tasks = [t for t in args.task.split(",") if t] if args.task else None
     rows = load_sweep_results(args.sweep_dir)
     table = emergence(rows, tasks)
@@ -321,13 +366,13 @@ def cmd_emergence(args) -> None:
         over_steps = {}
         print(f"over training: {e}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"across_sweep": table, "over_training": over_steps}, indent=1))
-        print(f"wrote {args.json}")
+        _write_json(args.json, {"across_sweep": table, "over_training": over_steps})
 
 
 def cmd_probe(args) -> None:
     from nextlab.probe import plot_probe, probe, world_knobs
 
+    _check_plot_path(args.plot)
     ckpt = _load(args.checkpoint)
     result = probe(ckpt.model, ckpt.tokenizer, args.world, args.latent, n_docs=args.docs, seed=args.seed,
                    knobs=world_knobs(ckpt.config, args.world))
@@ -343,6 +388,7 @@ def cmd_heads(args) -> None:
     from nextlab.probe import heads
 
     labels = {"classic": "classic", "statistical": "statistical", "previous_token": "prev token"}
+    _check_plot_path(args.plot)
     ckpt = _load(args.checkpoint)
     windows = heads.validation_windows(ckpt.config, ckpt.tokenizer, ckpt.model.cfg.block_size)
     scores = heads.checkpoint_head_scores(ckpt, seed=args.seed, windows=windows)
@@ -385,6 +431,13 @@ def _no_file_in_the_way(path: str, flag: str) -> None:
             return
 
 
+def _check_new_dir(path: str, flag: str) -> None:
+    """A checkpoint or an export is written beside its directory and renamed to it: the path needs a name of its own."""
+    if Path(path).name in ("", ".."):
+        raise NextlabError(f"{flag} {path}: name a new directory, not the current or a parent one")
+    _no_file_in_the_way(path, flag)
+
+
 def _fmt(value) -> str:
     """A check's value: floats with 3 decimals, lists (of lists) in brackets, None as 'none'."""
     if isinstance(value, (list, tuple)):
@@ -398,7 +451,7 @@ def _fmt(value) -> str:
 
 def cmd_icl(args) -> None:
     _no_file_in_the_way(args.out, "--out")
-    _check_json_path(args.json)
+    _check_output_file(args.json, "--json")
 
     from rich.console import Console
     from rich.markup import escape
@@ -423,12 +476,26 @@ def cmd_icl(args) -> None:
         _write_json(args.json, {"summary": result["summary"], "curve": result["curve"]})
 
 
-def _check_json_path(path: str | None) -> None:
+def _check_output_file(path: str | None, flag: str) -> None:
+    """Fail before the work, not after it: a file to write needs a directory to go in, and not to be one."""
     if path:
         if Path(path).is_dir():
-            raise NextlabError(f"--json {path}: is a directory")
+            raise NextlabError(f"{flag} {path}: is a directory")
         if not Path(path).absolute().parent.is_dir():
-            raise NextlabError(f"--json {path}: no such directory {Path(path).parent}")
+            raise NextlabError(f"{flag} {path}: no such directory {Path(path).parent}")
+        if not os.access(Path(path).absolute().parent, os.W_OK):
+            raise NextlabError(f"{flag} {path}: cannot write in {Path(path).parent}")
+
+
+def _check_plot_path(path: str | None) -> None:
+    """matplotlib writes the format the suffix names, and refuses a suffix it does not know (after the work)."""
+    if path:
+        _check_output_file(path, "--plot")
+        from matplotlib.figure import Figure
+
+        formats = Figure().canvas.get_supported_filetypes()
+        if Path(path).suffix.lower().lstrip(".") not in formats:
+            raise NextlabError(f"--plot {path}: name a .png file (or {', '.join('.' + f for f in sorted(formats) if f != 'png')})")
 
 
 def _write_json(path: str, value) -> None:
@@ -441,7 +508,7 @@ def _write_json(path: str, value) -> None:
 
 def cmd_reasoning(args) -> None:
     _no_file_in_the_way(args.out, "--out")
-    _check_json_path(args.json)
+    _check_output_file(args.json, "--json")
 
     from rich.console import Console
     from rich.table import Table
@@ -476,6 +543,8 @@ def cmd_serve(args) -> None:
 
     if not args.max_request_seconds > 0:
         raise NextlabError(f"--max-request-seconds must be more than 0, got {args.max_request_seconds}")
+    for flag, value in (("--host", args.host), ("--name", args.name), ("--api-key", args.api_key)):
+        _check_text(value, flag, "it travels as text: in the socket address, JSON replies or HTTP headers")
     limits = Limits(max_tokens=args.max_tokens_limit, max_queue=args.max_queue, max_body_bytes=args.max_body_bytes,
                     max_request_seconds=args.max_request_seconds, max_batch=args.max_batch)
     api_key = args.api_key if args.api_key is not None else os.environ.get("NEXTLAB_API_KEY")
@@ -488,6 +557,7 @@ def _task_list(text: str | None) -> list[str]:
 
 
 def cmd_tune_sft(args) -> None:
+    _check_new_dir(args.out, "--out")
     from nextlab.tune import SFTConfig, sft
 
     cfg = SFTConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, tasks=_task_list(args.tasks),
@@ -497,6 +567,7 @@ def cmd_tune_sft(args) -> None:
 
 
 def cmd_tune_rl(args) -> None:
+    _check_new_dir(args.out, "--out")
     from nextlab.tune import RLConfig, rl
 
     cfg = RLConfig(steps=args.steps, prompts_per_step=args.prompts, samples_per_prompt=args.samples, lr=args.lr, kl=args.kl,
@@ -508,16 +579,19 @@ def cmd_tune_rl(args) -> None:
 def cmd_tune_compare(args) -> None:
     from nextlab.tune.compare import compare, compare_table
 
+    _check_output_file(args.json, "--json")
     result = compare(args.base, args.tuned, n_per_task=args.n, seed=args.seed, tasks=_task_list(args.tasks) or None,
                      log=lambda m: print(m, file=sys.stderr))
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
+        _write_json(args.json, result)
     print(compare_table(result))
 
 
 def cmd_chat(args) -> None:
     from nextlab.tune.chat import chat_repl
 
+    if isinstance(sys.stdin, io.TextIOWrapper):  # a line that is not UTF-8 is refused by chat_repl, not a traceback
+        sys.stdin.reconfigure(errors="surrogateescape")
     chat_repl(_load(args.checkpoint), temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens, seed=args.seed)
 
 
@@ -566,7 +640,7 @@ def _add_train(sub) -> None:
     """train: a run from a config and flags."""
     t = sub.add_parser("train", help="train a model (optionally from a TOML config)")
     t.add_argument("config", nargs="?", help="TOML config with [model], [data], [train] sections")
-    t.add_argument("--data", help="text file, folder, glob, or 'stdlib' (built-in corpus)")
+    t.add_argument("--data", help="text file (any file with the bytes tokenizer), folder, glob, or 'stdlib' (built-in corpus)")
     t.add_argument("--tokenizer", help="bytes | chars | bpe")
     t.add_argument("--out", help="run directory for checkpoints and metrics (default runs/default)")
     t.add_argument("--steps", type=int)
@@ -861,13 +935,61 @@ def _check_args(args) -> None:
     top_p = getattr(args, "top_p", None)
     if top_p is not None and not 0 < top_p <= 1:
         raise NextlabError(f"--top-p must be in (0, 1], got {top_p}")
+    top_k = getattr(args, "top_k", None)
+    if top_k is not None and top_k < 0:
+        raise NextlabError(f"--top-k must be at least 0 (0: no limit), got {top_k}")
+    seed = getattr(args, "seed", None)
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        raise NextlabError(f"--seed must be between 0 and {MAX_SEED}, got {seed}")
+    threads = getattr(args, "threads", None)
+    if threads is not None and threads > MAX_THREADS:
+        raise NextlabError(f"--threads must be at most {MAX_THREADS}, got {threads}")
+    for name, value in vars(args).items():
+        if isinstance(value, float) and not math.isfinite(value):  # argparse's float() takes "nan" and "inf"
+            raise NextlabError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
+        if name in ("out", "output", "json", "plot") and value == "":  # an unset shell variable: not "here"
+            raise NextlabError(f"--{name} is empty; name a path")
+
+
+# Arguments that name files or directories (where they are strings: next's --json is a switch).
+PATH_ARGS = ("checkpoint", "base", "tuned", "input", "output", "out", "file", "directory", "data", "config", "sweep",
+             "sweep_dir", "json", "plot", "model")
+
+
+def _check_paths(args) -> None:
+    """A path the OS cannot look up at all (a name too long, a loop of links) is refused before any work; a missing one
+    is left to the command, which says what it expected there."""
+    for name in PATH_ARGS:
+        value = getattr(args, name, None)
+        for path in value if isinstance(value, list) else [value]:
+            if isinstance(path, str):
+                try:
+                    os.stat(path)
+                except (FileNotFoundError, NotADirectoryError):
+                    pass
+                except OSError as e:
+                    raise NextlabError(f"{path}: {e.strerror}") from None
+
+
+def _check_argv(argv: list[str]) -> None:
+    """No OS call takes a NUL, and exec cannot pass one: only a caller of main() can, and it is refused here."""
+    for arg in argv:
+        if "\0" in arg:
+            raise NextlabError(f"argument {arg!r:.80} contains a NUL character")
 
 
 def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = lambda message, *a, **k: f"warning: {message}\n"
-    args = build_parser().parse_args(argv)
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        # Python decodes argv bytes that are not UTF-8 to lone surrogates; a path or prompt echoed back is
+        # written as the very bytes it came as, not a UnicodeEncodeError.
+        sys.stdout.reconfigure(errors="surrogateescape")
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        _check_argv(argv)
+        args = build_parser().parse_args(argv)
         _check_args(args)
+        _check_paths(args)
         args.func(args)
     except NextlabError as e:
         print(f"error: {e}", file=sys.stderr)

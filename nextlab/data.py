@@ -10,6 +10,10 @@ documents come from each world's training part only: the items the built-in
 tasks evaluate on (its held-out part) are never in the corpus, and the floor is
 that of the restricted distribution the documents were drawn from.
 
+A byte-level tokenizer reads any file, UTF-8 or not, exactly (its point is to take
+any bytes); the others read UTF-8 text: a file named alone that is not is an error,
+such files in a folder or glob are skipped and reported.
+
 It is tokenized once into `train.bin` / `val.bin` (uint16, or uint32 for large
 vocabularies) under a cache directory keyed by the files' names, sizes and
 modification times and by the tokenizer. Documents are separated by the
@@ -99,17 +103,19 @@ def resolve_sources(spec: str) -> tuple[list[Path], Path | None]:
     raise NextlabError(f"data path {spec!r}: no such file or folder")
 
 
-def read_documents(spec: str) -> tuple[list[tuple[str, str]], list[str]]:
+def read_documents(spec: str, any_bytes: bool = False) -> tuple[list[tuple[str, str]], list[str]]:
     """(name, text) for every readable UTF-8 file, and the names of files skipped as not UTF-8 text.
 
-    A single file named directly must be readable UTF-8 text: it is an error, not a skip.
+    A single file named directly must be readable UTF-8 text: it is an error, not a skip. With any_bytes (for a
+    byte-level tokenizer, which takes any bytes) every file is read and none skipped, the bytes that are not
+    UTF-8 kept as surrogate escapes: `document_bytes` gives each file back exactly.
     """
     files, base = resolve_sources(spec)
     docs, skipped = [], []
     for f in files:
         name = str(f.relative_to(base)) if base is not None else str(f)
         try:
-            text = f.read_bytes().decode("utf-8")
+            text = f.read_bytes().decode("utf-8", errors="surrogateescape" if any_bytes else "strict")
         except UnicodeDecodeError:
             if len(files) == 1:
                 raise NextlabError(f"{f}: not UTF-8 text") from None
@@ -120,15 +126,20 @@ def read_documents(spec: str) -> tuple[list[tuple[str, str]], list[str]]:
         if text:
             docs.append((name, text))
     if not docs:
-        raise NextlabError(f"data path {spec!r}: the corpus is empty (no non-empty UTF-8 text files)")
+        raise NextlabError(f"data path {spec!r}: the corpus is empty (no non-empty {'' if any_bytes else 'UTF-8 text '}files)")
     return docs, skipped
+
+
+def document_bytes(text: str) -> bytes:
+    """A document's bytes, those of a file that is not UTF-8 included (read_documents with any_bytes)."""
+    return text.encode("utf-8", errors="surrogateescape")
 
 
 def split_documents(docs: list[tuple[str, str]], val_fraction: float) -> tuple[list[str], list[str]]:
     """Deterministic train/validation texts (see the module docstring)."""
     if len(docs) >= DOC_SPLIT_MIN_DOCS:
         def is_val(name: str) -> bool:
-            h = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big")
+            h = int.from_bytes(hashlib.sha256(os.fsencode(name)).digest()[:8], "big")  # a name may not be UTF-8
             return h / 2**64 < val_fraction
 
         train = [t for n, t in docs if not is_val(n)]
@@ -151,7 +162,7 @@ def _sources_signature(spec: str) -> str:
     h = hashlib.sha256()
     for f in files:
         st = f.stat()
-        h.update(f"{f.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        h.update(os.fsencode(f.resolve()) + f"\0{st.st_size}\0{st.st_mtime_ns}\n".encode())  # a name may not be UTF-8
     return h.hexdigest()[:16]
 
 
@@ -230,6 +241,8 @@ def _encode_all(tok: Tokenizer, texts: list[str]) -> np.ndarray:
     pieces = []
     if tok.kind == "bpe":
         encoded = [e.ids for e in tok.hf.encode_batch(texts, add_special_tokens=False)]
+    elif tok.kind == "bytes":
+        encoded = [tok.encode_bytes(document_bytes(t)) for t in texts]
     else:
         encoded = [tok.encode(t) for t in texts]
     for ids in encoded:
@@ -271,13 +284,13 @@ VAL_WORLDS_FILE = "val_worlds.jsonl"
 class _Sources:
     """The corpus's documents, read or generated on first use (a cache hit needs neither)."""
 
-    def __init__(self, cfg: DataConfig, log) -> None:
-        self.cfg, self.log, self._loaded = cfg, log, None
+    def __init__(self, cfg: DataConfig, log, any_bytes: bool) -> None:
+        self.cfg, self.log, self.any_bytes, self._loaded = cfg, log, any_bytes, None
 
     def load(self):
         if self._loaded is None:
             cfg = self.cfg
-            text_docs, skipped = read_documents(cfg.path) if cfg.path else ([], [])
+            text_docs, skipped = read_documents(cfg.path, self.any_bytes) if cfg.path else ([], [])
             world_docs, mixture = ([], None)
             if cfg.worlds:
                 self.log(f"generating {cfg.world_bytes / 1e6:.1f} MB of world text: {', '.join(cfg.worlds)}")
@@ -293,7 +306,8 @@ class _Sources:
 def prepare_corpus(cfg: DataConfig, tokenizer: Tokenizer | None = None, log=print) -> Corpus:
     """Tokenize cfg.path and the cfg.worlds mixture (cached), training a tokenizer first unless one is given."""
     sig = f"{_sources_signature(cfg.path)}-{_worlds_signature(cfg)}"
-    sources = _Sources(cfg, log)
+    # A byte-level tokenizer reads files of any bytes; the others read UTF-8 text.
+    sources = _Sources(cfg, log, any_bytes=(tokenizer.kind if tokenizer else cfg.tokenizer) == "bytes")
     root = cache_root() / "data"
     if tokenizer is None:
         tok_key = f"{sig}-{cfg.tokenizer}" + (f"{cfg.bpe_vocab_size}" if cfg.tokenizer == "bpe" else "")
@@ -307,7 +321,8 @@ def prepare_corpus(cfg: DataConfig, tokenizer: Tokenizer | None = None, log=prin
             log(f"training {cfg.tokenizer} tokenizer on {len(texts)} documents")
             tokenizer = train_tokenizer(cfg.tokenizer, texts, cfg.bpe_vocab_size)
             _write_atomic_dir(tok_dir, lambda d: save_tokenizer(tokenizer, d))
-    key = f"{sig}-{fingerprint(tokenizer)}-{cfg.val_fraction}"
+    # "-anybytes": byte-level corpora hold the files that are not UTF-8 too, which caches of older versions skipped
+    key = f"{sig}-{fingerprint(tokenizer)}-{cfg.val_fraction}" + ("-anybytes" if sources.any_bytes else "")
     data_dir = root / "tokens" / key
     if not (data_dir / "meta.json").exists():
         text_docs, skipped, world_docs, mixture = sources.load()
@@ -331,8 +346,8 @@ def prepare_corpus(cfg: DataConfig, tokenizer: Tokenizer | None = None, log=prin
             "train_tokens": int(train_ids.size),
             "val_tokens": int(val_ids.size),
             "val_seen_worlds": seen_worlds,
-            "train_bytes": sum(len(t.encode()) for t in train_texts),
-            "val_bytes": sum(len(t.encode()) for t in val_texts),
+            "train_bytes": sum(len(document_bytes(t)) for t in train_texts),
+            "val_bytes": sum(len(document_bytes(t)) for t in val_texts),
         }
 
         def write(d: Path) -> None:

@@ -88,8 +88,11 @@ def run_lock(lock: str | Path, what: str, warn=print):
     """Hold the lock file `lock` while writing a run. Held by a live process: refused, naming its pid and host.
     Held by a process of this host that is gone: taken over, with a warning. Released (removed) at the end."""
     lock = Path(lock)
-    created = not lock.parent.exists()
-    lock.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        created = not lock.parent.exists()
+        lock.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise NextlabError(f"{lock.parent}: cannot make this directory ({e.strerror})") from None
     me = {"pid": os.getpid(), "host": socket.gethostname(), "what": what, "since": time.time()}
     while True:
         try:
@@ -108,6 +111,8 @@ def run_lock(lock: str | Path, what: str, warn=print):
                    else "another process (its lock file is unreadable)")
             raise NextlabError(f"{lock.parent}: {who} is writing here; wait for it to finish or choose another directory "
                                f"(if that process is gone, delete {lock})") from None
+        except OSError as e:  # a read-only directory, a name too long
+            raise NextlabError(f"{lock}: cannot write the lock file ({e.strerror})") from None
         with os.fdopen(fd, "w") as f:
             json.dump(me, f)
         break

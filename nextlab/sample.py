@@ -58,9 +58,14 @@ class TokenScore:
         return -self.logprob / math.log(2)
 
 
-def prompt_ids(tokenizer: Tokenizer, prompt: str, block_size: int) -> list[int]:
+def encode_text(tokenizer: Tokenizer, text: str | bytes) -> list[int]:
+    """The tokens of a text, or of raw bytes (any bytes, UTF-8 or not: tokenizer.encode_bytes)."""
+    return tokenizer.encode_bytes(text) if isinstance(text, bytes) else tokenizer.encode(text)
+
+
+def prompt_ids(tokenizer: Tokenizer, prompt: str | bytes, block_size: int) -> list[int]:
     """EOT + the prompt's tokens, cut from the left to leave room for one new token."""
-    ids = [tokenizer.eot_id] + tokenizer.encode(prompt)
+    ids = [tokenizer.eot_id] + encode_text(tokenizer, prompt)
     if len(ids) > block_size - 1:
         warnings.warn(
             f"prompt is {len(ids) - 1} tokens, longer than the context ({block_size - 1}); keeping the last {block_size - 1}",
@@ -85,6 +90,7 @@ def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None, t
         sorted_logits, order = logits.sort(descending=True)
         cum = sorted_logits.softmax(-1).cumsum(-1)
         drop = cum - sorted_logits.softmax(-1) >= top_p  # keep the smallest prefix whose mass reaches top_p
+        drop[0] = False  # the most likely token stays, even when top_p rounds to 0 in the logits' dtype
         logits = logits.masked_fill(drop.scatter(0, order, drop), float("-inf"))
     return logits
 
@@ -122,6 +128,11 @@ class _StopScanner:
         return out
 
 
+# 0 is greedy, and so is any temperature too small to divide float32 logits by (they overflow, and softmax gives
+# NaN); sampling there is greedy anyway, but for exact ties.
+GREEDY_BELOW = 1e-30
+
+
 class Decoding:
     """One generation's choices apart from the model: given each next-token distribution, the token it takes and
     what to yield. `generate_stream` runs one with its own KV cache; the server's continuous batching steps many
@@ -156,7 +167,7 @@ class Decoding:
         logits = logits.float()
         logprobs = F.log_softmax(logits, -1)
         probs = None  # greedy: the distribution sampled from is the argmax alone
-        if self.temperature == 0:
+        if self.temperature < GREEDY_BELOW:
             token = int(logits.argmax())
         else:
             probs = F.softmax(filter_logits(logits, self.temperature, self.top_k, self.top_p), -1)
@@ -196,7 +207,7 @@ def rebuild_context(ids: list[int], block_size: int) -> list[int]:
 def generate_stream(
     model: GPT,
     tokenizer: Tokenizer,
-    prompt: str = "",
+    prompt: str | bytes = "",
     max_new_tokens: int = 200,
     temperature: float = 1.0,
     top_k: int | None = None,
@@ -280,13 +291,13 @@ def greedy_continuations(
     return out
 
 
-def generate(model: GPT, tokenizer: Tokenizer, prompt: str = "", **kwargs) -> str:
+def generate(model: GPT, tokenizer: Tokenizer, prompt: str | bytes = "", **kwargs) -> str:
     """The sampled continuation as one string (see generate_stream for the options)."""
     return "".join(t.text for t in generate_stream(model, tokenizer, prompt, **kwargs))
 
 
 @torch.inference_mode()
-def next_token_distribution(model: GPT, tokenizer: Tokenizer, prefix: str, k: int = 10) -> list[TokenChoice]:
+def next_token_distribution(model: GPT, tokenizer: Tokenizer, prefix: str | bytes, k: int = 10) -> list[TokenChoice]:
     """The k most likely next tokens after `prefix`, with their probabilities."""
     device = model.embed_tokens.weight.device
     ids = prompt_ids(tokenizer, prefix, model.cfg.block_size)
@@ -445,9 +456,9 @@ def document_logprobs(model: GPT, docs: Sequence[Sequence[int]], eot_id: int, ba
     return [float(s.logprobs.sum()) for s in scores]
 
 
-def score(model: GPT, tokenizer: Tokenizer, text: str) -> list[TokenScore]:
-    """Each token of `text` with its log-probability given everything before it."""
-    ids = tokenizer.encode(text)
+def score(model: GPT, tokenizer: Tokenizer, text: str | bytes) -> list[TokenScore]:
+    """Each token of `text` (or of raw bytes) with its log-probability given everything before it."""
+    ids = encode_text(tokenizer, text)
     lps = token_logprobs(model, ids, context=[tokenizer.eot_id])
     return [TokenScore(i, tokenizer.token_str(i), float(lp)) for i, lp in zip(ids, lps)]
 

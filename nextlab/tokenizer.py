@@ -368,6 +368,8 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
         raise NextlabError(f"{path}: missing tokenizer file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise NextlabError(f"{path}: corrupt tokenizer file ({e})") from None
+    except OSError as e:
+        raise NextlabError(f"{path}: cannot read ({e.strerror})") from None
     return tokenizer_from_json(obj, str(path))
 
 

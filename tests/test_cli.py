@@ -2,6 +2,7 @@
 
 import html
 import json
+import os
 import shutil
 
 import pytest
@@ -51,7 +52,47 @@ def test_missing_data_path(tmp_path):
 def test_unreadable_data(tmp_path):
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))
-    assert_one_line_error(run_cli("train", "--data", str(bad), "--out", str(tmp_path / "o")), "latin1.txt", "not UTF-8")
+    r = run_cli("train", "--data", str(bad), "--tokenizer", "chars", "--out", str(tmp_path / "o"))
+    assert_one_line_error(r, "latin1.txt", "not UTF-8")
+
+
+def test_bytes_tokenizer_trains_on_any_file(tmp_path):
+    """The byte-level tokenizer's point is to take any bytes (issue 18): a binary file trains."""
+    blob = tmp_path / "blob.bin"
+    blob.write_bytes(bytes(range(256)) * 8)
+    r = run_cli(*tiny_args(blob, tmp_path / "run", steps=2))
+    assert r.returncode == 0 and "done: val loss" in r.stdout, r.stderr
+
+
+@pytest.fixture(scope="module")
+def chars_checkpoint(corpus_file, tmp_path_factory):
+    from nextlab.cli import main
+
+    out = tmp_path_factory.mktemp("chars") / "run"
+    assert main(tiny_args(corpus_file, out, steps=2, extra=["data.tokenizer=chars"])) == 0
+    return out
+
+
+def test_prompt_that_is_not_utf8(tiny_checkpoint, chars_checkpoint, tmp_path):
+    """Argv bytes that are not UTF-8 (issue 18): a byte-level model continues exactly those bytes; a model with a text
+    tokenizer refuses them in one line naming the argument; so for a file to score."""
+    prompt = os.fsdecode(b"abc\xff\xfe")  # subprocess passes it as the bytes a shell would
+    r = run_cli("sample", str(tiny_checkpoint), "--prompt", prompt, "--max-tokens", "5", "--seed", "1", errors="surrogateescape")
+    assert r.returncode == 0 and os.fsencode(r.stdout).startswith(b"abc\xff\xfe"), r.stderr
+    assert_one_line_error(run_cli("sample", str(chars_checkpoint), "--prompt", prompt), "--prompt is not valid UTF-8", "chars")
+    assert_one_line_error(run_cli("next", str(chars_checkpoint), "--prompt", prompt), "--prompt is not valid UTF-8")
+    assert_one_line_error(run_cli("score", str(chars_checkpoint), "--text", prompt), "--text is not valid UTF-8")
+    assert_one_line_error(run_cli("sample", str(tiny_checkpoint), "--stop", prompt), "--stop", "not valid UTF-8")
+    blob = tmp_path / "blob.bin"
+    blob.write_bytes(b"the cat \xff\xfe")
+    assert_one_line_error(run_cli("score", str(chars_checkpoint), str(blob)), "blob.bin is not valid UTF-8")
+    r = run_cli("score", str(tiny_checkpoint), str(blob), "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["bytes"] == 10, r.stderr
+
+
+def test_probe_names_an_unknown_world(tiny_checkpoint):
+    r = run_cli("probe", str(tiny_checkpoint), "--world", "nonexistent")
+    assert_one_line_error(r, "unknown world 'nonexistent'", "arithmetic, arguments, hmm")
 
 
 def test_empty_corpus(tmp_path):

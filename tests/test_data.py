@@ -51,6 +51,21 @@ def test_glob_and_errors(tmp_path):
         read_documents(str(tmp_path / "latin1.txt"))
 
 
+def test_bytes_tokenizer_reads_any_file(tmp_path):
+    """Byte-level training takes any bytes, exactly (issue 18); the text tokenizers keep the clear error."""
+    data = bytes(range(256)) * 4 + b"\xff\xfe\x00"
+    (tmp_path / "blob.bin").write_bytes(data)
+    corpus = prepare_corpus(DataConfig(path=str(tmp_path / "blob.bin"), tokenizer="bytes"), log=lambda *x: None)
+    tok = corpus.tokenizer
+    assert tok.decode_bytes(corpus.train.tolist()) + tok.decode_bytes(corpus.val.tolist()) == data
+    assert corpus.meta["train_bytes"] + corpus.meta["val_bytes"] == len(data)
+    with pytest.raises(NextlabError, match="blob.bin: not UTF-8"):
+        prepare_corpus(DataConfig(path=str(tmp_path / "blob.bin"), tokenizer="chars"), log=lambda *x: None)
+    (tmp_path / "a.txt").write_text("text")
+    docs, skipped = read_documents(str(tmp_path), any_bytes=True)  # in a folder too: nothing skipped
+    assert skipped == [] and {n for n, _ in docs} == {"a.txt", "blob.bin"}
+
+
 def test_large_vocab_uses_uint32(tmp_path):
     path = tmp_path / "wide.txt"
     path.write_text("".join(chr(0x10000 + i) for i in range(70000)))  # 70000 distinct characters

@@ -6,6 +6,7 @@ import torch
 from conftest import run_cli
 
 from nextlab.checkpoint import load_checkpoint
+from nextlab.errors import NextlabError
 from nextlab.model import GPT, ModelConfig
 from nextlab.probe import (
     head_scores,
@@ -162,6 +163,14 @@ def test_probe_token_identity_is_near_perfect_and_deterministic(tiny_checkpoint)
     assert a.rows == b.rows
     assert a.rows[0]["hook"] == "hook_embed" and a.rows[0]["score"] > 0.98  # the current token is in the input
     assert {"random_model", "shuffled", "selectivity", "chance"} <= set(a.rows[0])
+
+
+def test_probe_names_an_unknown_world(tiny_checkpoint):
+    ckpt = load_checkpoint(tiny_checkpoint)
+    with pytest.raises(NextlabError, match=r"unknown world 'nonexistent'; choose from arithmetic, .*hmm"):
+        probe(ckpt.model, ckpt.tokenizer, "nonexistent")
+    with pytest.raises(NextlabError, match="world 'translation' has no default latent"):  # known, but no latent
+        probe(ckpt.model, ckpt.tokenizer, "translation")
 
 
 def test_probe_belief_rows_have_controls(tiny_checkpoint):

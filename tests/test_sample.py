@@ -65,6 +65,26 @@ def test_filter_logits():
     assert not torch.isinf(filter_logits(logits, 1.0, None, 1.0)).any()
 
 
+def test_extreme_top_p_and_temperature_still_sample(ckpt):
+    """top_p 1e-320 rounds to 0 in float32 and a temperature of 1e-40 overflows the logits: both still give a token."""
+    logits = torch.tensor([3.0, 2.0, 1.0, 0.0])
+    assert torch.isinf(filter_logits(logits, 1.0, None, 1e-320)).tolist() == [False, True, True, True]
+    text = generate(ckpt.model, ckpt.tokenizer, "the", max_new_tokens=5, temperature=1e-40, top_p=1e-320, seed=0)
+    assert text == generate(ckpt.model, ckpt.tokenizer, "the", max_new_tokens=5, temperature=0)
+
+
+def test_raw_bytes_are_read_as_they_are(ckpt):
+    """Bytes that are not UTF-8 (a prompt from argv, a binary file) go to the model exactly, through encode_bytes."""
+    m, t = ckpt.model, ckpt.tokenizer
+    raw = b"the \xff\xfe cat"
+    assert [s.id for s in score(m, t, raw)] == list(raw)
+    ids = [t.eot_id, *raw]
+    assert generate(m, t, raw, max_new_tokens=8, seed=3) == generate(m, t, context=ids, max_new_tokens=8, seed=3)
+    with torch.no_grad():
+        logits, _ = m(torch.tensor([ids]))
+    assert [c.id for c in next_token_distribution(m, t, raw, k=3)] == logits[0, -1].topk(3).indices.tolist()
+
+
 def test_next_token_distribution(ckpt):
     m, t = ckpt.model, ckpt.tokenizer
     choices = next_token_distribution(m, t, "the cat sees the", k=t.vocab_size)

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import os
 
 import httpx
 import openai
@@ -16,6 +17,7 @@ from nextlab.sample import greedy_continuations, token_logprobs
 from nextlab.serve import Limits, create_app
 from nextlab.tokenizer import IGNORE, ChatTokenizer, chat_prompt_ids, load_tokenizer, render_chat
 from nextlab.tune import RLConfig, SFTConfig, add_chat_tokens, rl, sft
+from nextlab.tune.chat import chat_repl
 from nextlab.tune.compare import answer_metrics, compare, compare_table
 from nextlab.tune.data import load_conversations, reward, well_formed, world_examples
 from nextlab.tune.rl import policy_loss, sequence_logprobs
@@ -259,6 +261,13 @@ def test_tune_cli(arith_checkpoint, sft_checkpoint, tmp_path):
     assert f"model> {greedy}\n" in r.stdout
     r = run_cli("tune", "compare", str(arith_checkpoint), str(sft_checkpoint), "-n", "4", "--json", str(tmp_path / "c.json"))
     assert r.returncode == 0 and "held-out" in r.stdout and json.loads((tmp_path / "c.json").read_text())["rows"]
+
+
+def test_chat_refuses_a_line_that_is_not_utf8(sft_checkpoint):
+    """stdin bytes that are not UTF-8 (surrogate escapes): said, and the conversation goes on (issue 18)."""
+    lines, out = iter([os.fsdecode(b"What is 3 plus \xff?"), "/quit"]), []
+    chat_repl(load_checkpoint(sft_checkpoint), read=lambda _: next(lines), write=lambda *a, **k: out.append(" ".join(a)))
+    assert "(that line is not valid UTF-8 text; nothing was sent)" in out and "model> " not in out
 
 
 def test_chat_completions_api(arith_checkpoint, sft_checkpoint):

@@ -13,7 +13,7 @@ from nextlab.errors import NextlabError
 from nextlab.model import GPT
 from nextlab.probe.activations import DEFAULT_LATENT, collect, world_documents
 from nextlab.probe.probes import probe_layers, ridge_fit_predict
-from nextlab.worlds.registry import WorldSpecError, parse_spec
+from nextlab.worlds.registry import WorldSpecError, parse_spec, world_class
 
 PROBE_DOC_SEED = 10_007  # documents drawn for probing, not the training stream's
 
@@ -65,6 +65,10 @@ def random_init_like(model: GPT, seed: int) -> GPT:
 def probe(model: GPT, tokenizer, world: str, latent: str | None = None, *, n_docs: int = 300, seed: int = 0,
           knobs: dict | None = None) -> ProbeResult:
     """Fit probes for world/latent at every layer of `model`, with a random-init model and shuffled labels as controls."""
+    try:
+        world_class(world)  # an unknown world is named as one, not as a world without a default latent
+    except WorldSpecError as e:
+        raise NextlabError(str(e)) from None
     latent = latent or DEFAULT_LATENT.get(world)
     if latent is None:
         raise NextlabError(f"world {world!r} has no default latent; pass --latent (known: {', '.join(DEFAULT_LATENT)} or 'token')")

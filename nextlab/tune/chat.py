@@ -65,6 +65,11 @@ def chat_repl(ckpt, temperature: float = 0.0, top_p: float | None = None, max_to
             continue
         if not line.strip():
             continue
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError:  # bytes that are not UTF-8, read with surrogateescape
+            write("(that line is not valid UTF-8 text; nothing was sent)")
+            continue
         messages.append({"role": "user", "content": line})
         ids = chat_prompt_ids(tokenizer, messages, model.cfg.block_size)
         write("model> ", end="", flush=True)
