@@ -180,6 +180,9 @@ def _lockstep(
         while lengths[active - 1] <= t:
             active -= 1
         probs = torch.softmax(logits.double(), dim=-1).numpy()
+        if not np.isfinite(probs[:active]).all():  # an adaptive update diverged: no code can be built from NaN
+            raise NextlabError(f"the model's predictions became non-finite at token {t} of each stream (adaptive mode "
+                               f"with lr {opts.lr}); use a lower --lr")
         hist[:active, t + 1] = torch.from_numpy(code_step(probs[:active]).astype(np.int64))
         if progress:
             progress(active)

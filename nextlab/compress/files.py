@@ -131,6 +131,8 @@ def _is_int(x) -> bool:
 
 
 def _check_output(out: Path, force: bool) -> None:
+    if out.is_dir():
+        raise NextlabError(f"{out}: is a directory; give the output a file name")
     if out.exists() and not force:
         raise NextlabError(f"{out} already exists (use --force to overwrite)")
     if not out.parent.is_dir():
@@ -149,8 +151,8 @@ def compress_file(
 ) -> FileResult:
     """Compress a file with a checkpoint (None: a fresh model from `seed`); writes `out` (default IN.nxz)."""
     path = Path(path)
+    data, st = _read(path)  # first: a path such as "." has no name to give the output
     out = Path(out) if out else path.with_name(path.name + SUFFIX)
-    data, st = _read(path)
     _check_output(out, force)
     if checkpoint is None:
         model, tokenizer = fresh_model(FRESH_MODEL, seed)

@@ -90,6 +90,12 @@ def load_sweep(path: str | Path) -> Sweep:
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise NextlabError(f"{path}: no such sweep file") from None
+    except IsADirectoryError:
+        raise NextlabError(f"{path}: is a directory, not a sweep file") from None
+    except OSError as e:
+        raise NextlabError(f"{path}: cannot read the sweep file ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise NextlabError(f"{path}: not a sweep file (not UTF-8 text)") from None
     except tomllib.TOMLDecodeError as e:
         raise NextlabError(f"{path}: not valid TOML ({e})") from None
     return sweep_from_dict(raw, str(path))
