@@ -233,11 +233,13 @@ def compress_bytes(
     fresh_seed: int | None = None,
     source: str = "",
     progress: Callable[[int], None] | None = None,
+    extra_header: dict | None = None,
 ) -> tuple[bytes, CodingStats]:
     """Compress `data` with the model; returns the container and its statistics.
 
     `fresh_seed` says the model is `fresh_model(model.cfg, fresh_seed)` (nothing to
-    ship); `source` records where the checkpoint came from (a hint for decompress).
+    ship); `source` records where the checkpoint came from (a hint for decompress);
+    `extra_header` holds what the coder cannot know, such as the input file's mode.
     The coder runs a copy of the model; the caller's model is left unchanged.
     """
     opts = opts or CoderOptions()
@@ -259,6 +261,7 @@ def compress_bytes(
         "threads": threads,
         "dtype": "float32",
         "streams": lengths,
+        **(extra_header or {}),
     }
     checksums: list[bytes] = []
     encoder = constriction.stream.queue.RangeEncoder()

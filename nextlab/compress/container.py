@@ -76,12 +76,6 @@ def unpack(blob: bytes, source: str) -> tuple[dict, np.ndarray]:
     return header, np.frombuffer(body[start:], dtype="<u4").astype(np.uint32)
 
 
-def add_to_header(blob: bytes, source: str, **keys) -> bytes:
-    """The same container with `keys` added to its header: what the coder cannot know, such as the input file's mode."""
-    header, payload = unpack(blob, source)
-    return pack({**header, **keys}, payload)
-
-
 def write_atomic(path: str | Path, data: bytes, original: tuple[int, int] | None = None) -> None:
     """Write to a temporary file beside `path`, fsync, then rename: never a half-written file.
 

@@ -12,11 +12,11 @@ import lzma
 import os
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from nextlab.compress.coder import FRESH_MODEL, CoderOptions, CodingStats, compress_bytes, decompress_bytes, fresh_model
-from nextlab.compress.container import add_to_header, unpack, write_atomic
+from nextlab.compress.container import unpack, write_atomic
 from nextlab.errors import NextlabError
 
 SUFFIX = ".nxz"
@@ -156,18 +156,19 @@ def compress_file(
     _check_output(out, force)
     if checkpoint is None:
         model, tokenizer = fresh_model(FRESH_MODEL, seed)
-        blob, stats = compress_bytes(data, model, tokenizer, opts, fresh_seed=seed, progress=progress)
+        blob, stats = compress_bytes(data, model, tokenizer, opts, fresh_seed=seed, progress=progress,
+                                     extra_header=_attributes(st))
         params = 0
     else:
         from nextlab.checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(checkpoint)
         source = str(ckpt.path.resolve())
-        blob, stats = compress_bytes(data, ckpt.model, ckpt.tokenizer, opts, source=source, progress=progress)
+        blob, stats = compress_bytes(data, ckpt.model, ckpt.tokenizer, opts, source=source, progress=progress,
+                                     extra_header=_attributes(st))
         params = ckpt.model.num_params()
-    blob = add_to_header(blob, str(path), **_attributes(st))
     write_atomic(out, blob)
-    return FileResult(out, replace(stats, compressed_bytes=len(blob)), params)
+    return FileResult(out, stats, params)
 
 
 def decompress_file(
