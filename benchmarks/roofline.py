@@ -27,7 +27,14 @@ import torch
 
 from nextlab.model import GPT, ModelConfig
 from nextlab.report import demo_config
-from nextlab.roofline import best_seconds, copy_bandwidth, flops_per_token, matmul_flops, read_bandwidth
+from nextlab.roofline import (
+    best_seconds,
+    copy_bandwidth,
+    flops_per_token,
+    matmul_flops,
+    multiplying_weights,
+    read_bandwidth,
+)
 from nextlab.train import autocast, build_optimizers, pick_dtype
 
 CPU = torch.device("cpu")
@@ -42,15 +49,9 @@ class Loop:
     dtype: torch.dtype  # of the matmuls
 
 
-def matmul_weights(model: GPT) -> int:
-    """Parameters that multiply (the output head included, tied or not)."""
-    n = model.num_params(non_embedding=True)
-    return n + (model.lm_head.weight.numel() if model.lm_head.weight is model.embed_tokens.weight else 0)
-
-
 def decode_flops(model: GPT, rows: int, context: int) -> float:
     """One token per row: 2 per weight, plus scores and weighted sums over `context` keys (4 x layers x width)."""
-    return rows * (2 * matmul_weights(model) + 4 * model.cfg.n_layer * model.cfg.n_embd * context)
+    return rows * (2 * multiplying_weights(model) + 4 * model.cfg.n_layer * model.cfg.n_embd * context)
 
 
 def kv_bytes(model: GPT, rows: int, context: int) -> float:
@@ -95,7 +96,7 @@ def decoding_step(name: str, model: GPT, rows: int, context: int, repeats: int) 
         model(token, cache=cache)
 
     seconds = best_seconds(step, CPU, repeats)
-    return Loop(name, seconds, decode_flops(model, rows, context), matmul_weights(model) * 4 + kv_bytes(model, rows, context),
+    return Loop(name, seconds, decode_flops(model, rows, context), multiplying_weights(model) * 4 + kv_bytes(model, rows, context),
                 torch.float32)
 
 

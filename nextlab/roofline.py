@@ -79,8 +79,9 @@ def peak_flops(dtype: torch.dtype = torch.float32, device: str | torch.device = 
         known = json.loads(path.read_text())
     except (OSError, ValueError):
         known = {}
-    if not isinstance(known, dict) or not isinstance(known.get(key), int | float):
-        known = known if isinstance(known, dict) else {}
+    if not isinstance(known, dict):
+        known = {}
+    if not isinstance(known.get(key), int | float):
         known[key] = matmul_flops(PEAK_SIZE, PEAK_SIZE, PEAK_SIZE, dtype, device)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,11 +91,16 @@ def peak_flops(dtype: torch.dtype = torch.float32, device: str | torch.device = 
     return float(known[key])
 
 
-def flops_per_token(model, context: int) -> float:
-    """Training FLOPs per token (forward and backward), as nanoGPT's estimate_mfu and Kaplan et al.: 6 per weight
-    that multiplies (the tied output head of `gpt2` included; embedding lookups are free) plus 12 * layers * width *
-    context for attention's scores and weighted sums."""
+def multiplying_weights(model) -> int:
+    """Parameters that multiply activations: all but the embedding lookups, the output head included, tied or not."""
     weights = model.num_params(non_embedding=True)
     if model.lm_head.weight is model.embed_tokens.weight:
         weights += model.lm_head.weight.numel()
-    return 6 * weights + 12 * model.cfg.n_layer * model.cfg.n_embd * context
+    return weights
+
+
+def flops_per_token(model, context: int) -> float:
+    """Training FLOPs per token (forward and backward), as nanoGPT's estimate_mfu and Kaplan et al.: 6 per weight
+    that multiplies (multiplying_weights) plus 12 * layers * width * context for attention's scores and weighted
+    sums."""
+    return 6 * multiplying_weights(model) + 12 * model.cfg.n_layer * model.cfg.n_embd * context
