@@ -223,13 +223,13 @@ def run_sweep(sweep: Sweep, jobs: int = 1, log: Callable[[str], None] = print, s
     todo = shard_of(points(sweep), shard)
     Path(sweep.out).mkdir(parents=True, exist_ok=True)
     _write_json(Path(sweep.out) / "sweep_config.json", {"out": sweep.out, "grid": vars(sweep.grid), **sweep.base})
-    finished = {p.name for p in todo if read_point(p.config.out) is not None}
+    records = {p.name: r for p in todo if (r := read_point(p.config.out)) is not None}  # finished points
+    finished = set(records)
     share = "" if shard is None else f" (share {shard[0]}/{shard[1]})"
     log(f"sweep {sweep.out}{share}: {len(todo)} points, {len(finished)} already done")
     pending = [p for p in todo if p.name not in finished]
     if pending and ray is None:
         prepare_corpus(todo[0].config.data, log=lambda *a: None)  # tokenize once, before parallel jobs share the cache
-    records = {p.name: read_point(p.config.out) for p in todo if p.name in finished}
     bar = Progress(TextColumn("[bold]sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), disable=not progress)
     with bar, StopSignals() as stop:
         task = bar.add_task("points", total=len(todo), completed=len(finished))
