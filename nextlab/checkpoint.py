@@ -28,7 +28,7 @@ from safetensors.torch import load_model, save_model
 
 import nextlab
 from nextlab.errors import NextlabError
-from nextlab.files import give_default_mode
+from nextlab.files import give_default_mode, read_json_object
 from nextlab.model import GPT, ModelConfig
 from nextlab.tokenizer import Tokenizer, load_tokenizer, save_tokenizer
 
@@ -121,15 +121,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 def read_config(directory: Path) -> dict:
     path = directory / CONFIG_FILE
-    try:
-        config = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise NextlabError(f"{path}: missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise NextlabError(f"{path}: corrupt ({e.__class__.__name__}: {e})") from None
-    except OSError as e:
-        raise NextlabError(f"{path}: cannot read ({e.strerror})") from None
-    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+    config = read_json_object(path)
+    if not isinstance(config.get("model"), dict):
         raise NextlabError(f"{path}: corrupt (no model section)")
     return config
 

@@ -31,6 +31,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from nextlab.errors import NextlabError
+from nextlab.files import read_json_object
 
 EOT = "<|endoftext|>"
 TOKENIZER_FILE = "tokenizer.json"
@@ -362,15 +363,7 @@ def save_tokenizer(tok: Tokenizer, directory: str | Path) -> Path:
 
 def load_tokenizer(directory: str | Path) -> Tokenizer:
     path = Path(directory) / TOKENIZER_FILE
-    try:
-        obj = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise NextlabError(f"{path}: missing tokenizer file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise NextlabError(f"{path}: corrupt tokenizer file ({e})") from None
-    except OSError as e:
-        raise NextlabError(f"{path}: cannot read ({e.strerror})") from None
-    return tokenizer_from_json(obj, str(path))
+    return tokenizer_from_json(read_json_object(path), str(path))
 
 
 def fingerprint(tok: Tokenizer) -> str:
