@@ -47,6 +47,7 @@ from nextlab.data import check_fits, even_offsets, first_per_world, prepare_corp
 from nextlab.errors import NextlabError
 from nextlab.files import LOCK_FILE, run_lock
 from nextlab.model import GPT, ModelConfig
+from nextlab.muon import Muon
 from nextlab.preemption import Preempted, StopSignals
 from nextlab.roofline import flops_per_token, peak_flops
 from nextlab.sample import document_logprobs
@@ -140,7 +141,10 @@ def build_optimizers(model: GPT, t: TrainConfig) -> list[torch.optim.Optimizer]:
         groups = [{"params": matrices, "weight_decay": t.weight_decay}, {"params": vectors, "weight_decay": 0.0}]
         return [torch.optim.AdamW(groups, lr=t.lr, betas=betas, **fused)]
     adamw = torch.optim.AdamW(rest, lr=t.lr, betas=betas, weight_decay=0.0, **fused)
-    muon = torch.optim.Muon(hidden, lr=t.muon_lr, weight_decay=t.weight_decay, momentum=0.95)
+    device = next(model.parameters()).device
+    fast_bf16 = device.type == "cuda" or (device.type == "cpu" and cpu_has_fast_bf16())
+    muon = Muon(hidden, lr=t.muon_lr, weight_decay=t.weight_decay, momentum=0.95,
+                ns_dtype=torch.bfloat16 if fast_bf16 else torch.float32)
     return [muon, adamw]
 
 
