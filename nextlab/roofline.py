@@ -15,7 +15,8 @@ import time
 
 import torch
 
-PEAK_SIZE = 2048  # matmul side for the peak: large enough to be compute-bound here, quick to time
+PEAK_SIZE = 2048  # largest matmul side for the peak: large enough to be compute-bound here
+PEAK_SECONDS = 0.05  # ...unless one matmul already takes this long at a smaller side (an emulated dtype)
 
 
 def _sync(device: torch.device) -> None:
@@ -62,14 +63,35 @@ def copy_bandwidth(megabytes: float = 400, device: str | torch.device = "cpu", r
     return 2 * src.numel() * 4 / best_seconds(lambda: dst.copy_(src), device, repeats)
 
 
+def peak_matmul(dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", repeats: int = 5) -> tuple[float, int]:
+    """(FLOP/s, side) of square matmuls, doubling the side from 256 to PEAK_SIZE while one takes under PEAK_SECONDS.
+
+    Where the dtype is emulated (bfloat16 on an AVX2-only CPU: 0.3 GFLOP/s measured), a 2048 cube would take a
+    minute per call; a smaller side measures the same slow rate in a fraction of a second.
+    """
+    side = 256
+    while True:
+        flops = matmul_flops(side, side, side, dtype, device, repeats)
+        if side >= PEAK_SIZE or 2 * side**3 / flops > PEAK_SECONDS:
+            return flops, side
+        side *= 2
+
+
 def device_name(device: torch.device) -> str:
+    """The accelerator's or CPU's model name (platform.processor() is empty on Linux)."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8", errors="replace"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
     return platform.processor() or platform.machine()
 
 
 def peak_flops(dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> float:
-    """The matmul FLOP/s this machine reaches at PEAK_SIZE, measured once and kept in the cache."""
+    """The matmul FLOP/s this machine reaches (peak_matmul), measured once and kept in the cache."""
     from nextlab.data import cache_root  # beside the tokenized corpora
 
     device = torch.device(device)
@@ -82,7 +104,7 @@ def peak_flops(dtype: torch.dtype = torch.float32, device: str | torch.device = 
     if not isinstance(known, dict):
         known = {}
     if not isinstance(known.get(key), int | float):
-        known[key] = matmul_flops(PEAK_SIZE, PEAK_SIZE, PEAK_SIZE, dtype, device)
+        known[key] = peak_matmul(dtype, device)[0]
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(known, indent=1))

@@ -409,6 +409,9 @@ def _train(cfg: RunConfig, resume: bool = False, log=print, stop: StopSignals | 
         f"{corpus.meta['train_tokens'] / 1e6:.2f}M train tokens, {tokens_per_step} tokens/step, "
         f"dtype {str(dtype).removeprefix('torch.')}, device {device}" + (f", {world_size} processes" if world_size > 1 else "")
     )
+    if device.type == "cpu" and dtype == torch.bfloat16 and not cpu_has_fast_bf16():
+        say("warning: this CPU has no native bfloat16 (AVX512-BF16 or AMX), so bf16 matmuls are emulated, tens of "
+            "times slower than float32; train.dtype=auto picks float32 here")
 
     metrics_path = out / "metrics.jsonl"
     metrics = _read_metrics(metrics_path, step) if start else []

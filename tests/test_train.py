@@ -267,3 +267,14 @@ class _InfGrad(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         return g * float("inf")
+
+
+def test_peak_matmul_stops_growing_once_one_matmul_is_slow(monkeypatch):
+    """An emulated dtype (bf16 without native support) must not cost a minute per 2048 cube."""
+    from nextlab import roofline
+
+    flops, side = roofline.peak_matmul(repeats=1)
+    assert flops > 0 and side in (256, 512, 1024, 2048)
+    monkeypatch.setattr(roofline, "PEAK_SECONDS", 0.0)
+    assert roofline.peak_matmul(repeats=1)[1] == 256
+    assert roofline.device_name(torch.device("cpu"))
