@@ -9,6 +9,7 @@ import openai
 import pytest
 import torch
 from conftest import run_cli, tiny_args
+from scipy.stats import ttest_ind
 
 from nextlab.checkpoint import load_checkpoint, save_checkpoint
 from nextlab.cli import main
@@ -180,11 +181,16 @@ def test_rl_runs_on_its_own_samples(arith_checkpoint, sft_checkpoint, tmp_path):
 
 def test_rl_raises_the_reward(sft_checkpoint, tmp_path):
     """Single-digit sums: the instruction-tuned model is sometimes right; reward tuning makes it right more often."""
-    cfg = RLConfig(steps=60, prompts_per_step=16, samples_per_prompt=8, max_new_tokens=8, lr=1e-3, threads=1, tasks=["arithmetic"])
+    cfg = RLConfig(steps=100, prompts_per_step=16, samples_per_prompt=8, max_new_tokens=8, lr=1e-3, threads=1, tasks=["arithmetic"])
     tuned = load_checkpoint(rl(sft_checkpoint, tmp_path / "rl", cfg, log=lambda *a: None))
     rewards = [h["reward"] for h in tuned.config["tuning"][-1]["history"]]
-    early, late = sum(rewards[:20]) / 20, sum(rewards[-20:]) / 20
-    assert late > early + 0.1, (early, late)
+    early, late = rewards[:20], rewards[-20:]
+    # Each step's mean reward over its 128 samples is one observation (samples of one prompt are correlated, steps
+    # are not): the last 20 steps beat the first 20 by a one-sided Welch t-test. The size of the gain varies by
+    # machine (measured +0.08 to +0.2), its sign and significance do not.
+    result = ttest_ind(late, early, equal_var=False, alternative="greater")
+    print(f"reward {sum(early) / 20:.3f} -> {sum(late) / 20:.3f}, p = {result.pvalue:.2g}")
+    assert result.pvalue < 0.001, (sum(early) / 20, sum(late) / 20, result.pvalue)
 
 
 def test_policy_loss_direction_and_kl():
