@@ -5,7 +5,7 @@ import torch
 
 from nextlab.config import TrainConfig
 from nextlab.model import GPT, ModelConfig
-from nextlab.muon import Muon
+from nextlab.muon import Muon, newton_schulz
 from nextlab.train import build_optimizers, cpu_has_fast_bf16
 
 
@@ -35,6 +35,12 @@ def test_float32_iteration_is_close_to_bfloat16_and_orthogonalizes():
     for a, b in zip(f32, bf16):
         assert not torch.equal(a, b)  # the dtype really changed
         torch.testing.assert_close(a, b, atol=5e-3, rtol=0)
+    torch.manual_seed(0)
+    for shape in [(24, 8), (8, 16), (128, 352)]:
+        g = torch.randn(shape)
+        assert torch.linalg.svdvals(g / g.norm()).min() < 0.2  # far from orthogonal going in
+        s = torch.linalg.svdvals(newton_schulz(g, (3.4445, -4.7750, 2.0315), 5, 1e-7, torch.float32))
+        assert 0.5 < s.min() and s.max() < 1.5  # torch's doc: singular values end roughly in (0.5, 1.5)
 
 
 def test_unsupported_lr_adjustment_is_refused():
