@@ -91,6 +91,11 @@ def cpu_has_fast_bf16() -> bool:
         return False
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether this device multiplies bf16 in hardware: CUDA, or a CPU with AVX512-BF16 or AMX."""
+    return device.type == "cuda" or (device.type == "cpu" and cpu_has_fast_bf16())
+
+
 def pick_dtype(name: str, device: torch.device, cfg: ModelConfig) -> torch.dtype:
     """bf16 autocast where it pays: on CUDA; on a CPU with native bf16 from 64 wide up.
 
@@ -101,7 +106,7 @@ def pick_dtype(name: str, device: torch.device, cfg: ModelConfig) -> torch.dtype
         return torch.bfloat16
     if name == "float32" or device.type == "mps":
         return torch.float32
-    if device.type == "cuda" or (device.type == "cpu" and cfg.n_embd >= 64 and cpu_has_fast_bf16()):
+    if native_bf16(device) and (device.type == "cuda" or cfg.n_embd >= 64):
         return torch.bfloat16
     return torch.float32
 
@@ -141,10 +146,8 @@ def build_optimizers(model: GPT, t: TrainConfig) -> list[torch.optim.Optimizer]:
         groups = [{"params": matrices, "weight_decay": t.weight_decay}, {"params": vectors, "weight_decay": 0.0}]
         return [torch.optim.AdamW(groups, lr=t.lr, betas=betas, **fused)]
     adamw = torch.optim.AdamW(rest, lr=t.lr, betas=betas, weight_decay=0.0, **fused)
-    device = next(model.parameters()).device
-    fast_bf16 = device.type == "cuda" or (device.type == "cpu" and cpu_has_fast_bf16())
     muon = Muon(hidden, lr=t.muon_lr, weight_decay=t.weight_decay, momentum=0.95,
-                ns_dtype=torch.bfloat16 if fast_bf16 else torch.float32)
+                ns_dtype=torch.bfloat16 if native_bf16(next(model.parameters()).device) else torch.float32)
     return [muon, adamw]
 
 
@@ -409,7 +412,7 @@ def _train(cfg: RunConfig, resume: bool = False, log=print, stop: StopSignals | 
         f"{corpus.meta['train_tokens'] / 1e6:.2f}M train tokens, {tokens_per_step} tokens/step, "
         f"dtype {str(dtype).removeprefix('torch.')}, device {device}" + (f", {world_size} processes" if world_size > 1 else "")
     )
-    if device.type == "cpu" and dtype == torch.bfloat16 and not cpu_has_fast_bf16():
+    if device.type == "cpu" and dtype == torch.bfloat16 and not native_bf16(device):
         say("warning: this CPU has no native bfloat16 (AVX512-BF16 or AMX), so bf16 matmuls are emulated, tens of "
             "times slower than float32; train.dtype=auto picks float32 here")
 
