@@ -185,12 +185,12 @@ def test_rl_raises_the_reward(sft_checkpoint, tmp_path):
     tuned = load_checkpoint(rl(sft_checkpoint, tmp_path / "rl", cfg, log=lambda *a: None))
     rewards = [h["reward"] for h in tuned.config["tuning"][-1]["history"]]
     early, late = rewards[:20], rewards[-20:]
+    gain = sum(late) / 20 - sum(early) / 20
     # Each step's mean reward over its 128 samples is one observation (samples of one prompt are correlated, steps
-    # are not): the last 20 steps beat the first 20 by a one-sided Welch t-test. The size of the gain varies by
-    # machine (measured +0.08 to +0.2), its sign and significance do not.
+    # are not): the last 20 steps beat the first 20 by at least 0.1, and significantly by a one-sided Welch t-test.
+    # 100 steps, not 60: on an AVX2 CPU 60 steps gained only +0.08 (p 0.004); 100 steps gained +0.18 (p 5e-8).
     result = ttest_ind(late, early, equal_var=False, alternative="greater")
-    print(f"reward {sum(early) / 20:.3f} -> {sum(late) / 20:.3f}, p = {result.pvalue:.2g}")
-    assert result.pvalue < 0.001, (sum(early) / 20, sum(late) / 20, result.pvalue)
+    assert gain > 0.1 and result.pvalue < 0.001, (sum(early) / 20, gain, result.pvalue)
 
 
 def test_policy_loss_direction_and_kl():
