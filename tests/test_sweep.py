@@ -217,7 +217,7 @@ def test_sigterm_stops_a_parallel_sweep_with_checkpoints_and_a_rerun_finishes_it
     import subprocess
     import sys
 
-    grid = {"depths": (1, 2), "tokens": (65536,)}
+    grid = {"depths": (1, 2), "tokens": (196608,)}  # ~6 s a point here: neither can finish before the signal
     whole = run_sweep(sweep_from_dict(tiny_sweep(tmp_path / "whole", **grid)), log=lambda *a: None)
     path = _write(tmp_path, tiny_sweep(tmp_path / "stopped", **grid))
     cmd = [sys.executable, "-m", "nextlab", "sweep", str(path), "--jobs", "2", "--no-progress"]
@@ -226,7 +226,7 @@ def test_sigterm_stops_a_parallel_sweep_with_checkpoints_and_a_rerun_finishes_it
     while len(list((tmp_path / "stopped").glob("*/metrics.jsonl"))) < 2:  # both points are training
         assert proc.poll() is None and time.time() < deadline, proc.stderr.read() if proc.poll() is not None else ""
         time.sleep(0.05)
-    time.sleep(0.5)
+    assert not list((tmp_path / "stopped").glob("*/point.json")), "a point finished before the signal: make them longer"
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 75, err
