@@ -11,7 +11,8 @@ from nextlab.train import build_optimizers, cpu_has_fast_bf16
 
 def _train(make_optimizer, steps=4):
     torch.manual_seed(0)
-    weights = [torch.nn.Parameter(torch.randn(24, 8)), torch.nn.Parameter(torch.randn(8, 16))]
+    shapes = [(24, 8), (8, 16), (24, 8), (8, 16), (24, 8)]  # same shapes are orthogonalized as one stack
+    weights = [torch.nn.Parameter(torch.randn(shape)) for shape in shapes]
     opt = make_optimizer(weights)
     for step in range(steps):
         for w in weights:
@@ -41,6 +42,16 @@ def test_float32_iteration_is_close_to_bfloat16_and_orthogonalizes():
         assert torch.linalg.svdvals(g / g.norm()).min() < 0.2  # far from orthogonal going in
         s = torch.linalg.svdvals(newton_schulz(g, (3.4445, -4.7750, 2.0315), 5, 1e-7, torch.float32))
         assert 0.5 < s.min() and s.max() < 1.5  # torch's doc: singular values end roughly in (0.5, 1.5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(96, 96), (192, 96), (96, 192)])
+def test_a_stack_is_orthogonalized_as_each_of_its_matrices_alone(shape, dtype):
+    torch.manual_seed(0)
+    stack = torch.randn(6, *shape) * torch.logspace(-2, 1, 6).view(6, 1, 1)  # each normalized by its own norm
+    together = newton_schulz(stack, (3.4445, -4.7750, 2.0315), 5, 1e-7, dtype)
+    for g, out in zip(stack, together):
+        torch.testing.assert_close(out, newton_schulz(g, (3.4445, -4.7750, 2.0315), 5, 1e-7, dtype), atol=1e-5, rtol=0)
 
 
 def test_unsupported_lr_adjustment_is_refused():
