@@ -48,17 +48,18 @@ RECIPES = {
     "nextlab": [
         "model.arch=modern",
         "model.n_layer=4",
-        "model.n_head=4",
-        "model.n_embd=128",
+        "model.n_head=3",
+        "model.n_embd=96",
+        "model.mlp_hidden=192",
         "model.block_size=64",
-        "train.steps=160",
+        "train.steps=170",
         "train.batch_size=32",
         "train.optimizer=muon",
         "train.muon_lr=0.04",
         "train.lr=6e-3",
         "train.schedule=wsd",
         "train.warmup_steps=30",
-        "train.eval_every=10",
+        "train.eval_every=5",
     ],
 }
 EVAL = ["train.eval_context=64", "train.eval_windows=256", "train.progress=false", "data.tokenizer=chars", "data.val_fraction=0.1"]

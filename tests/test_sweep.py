@@ -217,7 +217,7 @@ def test_sigterm_stops_a_parallel_sweep_with_checkpoints_and_a_rerun_finishes_it
     import subprocess
     import sys
 
-    grid = {"depths": (1, 2), "tokens": (196608,)}  # ~6 s a point here: neither can finish before the signal
+    grid = {"depths": (1, 2), "tokens": (131072,)}  # ~4 s a point here: neither can finish before the signal
     whole = run_sweep(sweep_from_dict(tiny_sweep(tmp_path / "whole", **grid)), log=lambda *a: None)
     path = _write(tmp_path, tiny_sweep(tmp_path / "stopped", **grid))
     cmd = [sys.executable, "-m", "nextlab", "sweep", str(path), "--jobs", "2", "--no-progress"]
