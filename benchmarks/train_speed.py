@@ -5,8 +5,8 @@
 (a) `baseline`: the gpt2 preset with nanoGPT's CPU "baby GPT" recipe (4 layers, 4 heads,
     128 wide, block 64, batch 12, AdamW lr 1e-3, 2000 iterations, cosine to 1e-4, no dropout).
 (b) `nextlab`: the recipe in RECIPES["nextlab"]: a smaller modern model (4 x 96, SwiGLU 192 wide) with Muon
-    and a warmup-stable-decay schedule. Smaller than the baseline on purpose: on 2 cores it runs ~1.5x the
-    tokens per second, and it reaches the baseline's final loss in a fifth of the tokens (measured against
+    and a warmup-stable-decay schedule. Smaller than the baseline on purpose: on 2 cores it runs 1.3-1.5x the
+    tokens per second, and it reaches the baseline's final loss in about a fifth of the tokens (measured against
     4 x 128 with a 352-wide MLP, and 3-layer and 64-wide variants: those were slower to the same loss).
 
 Both train through `nextlab.train.train` on the same 90/10 split and are evaluated
