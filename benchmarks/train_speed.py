@@ -3,7 +3,8 @@
     python benchmarks/train_speed.py [--data ../shared/data/tinyshakespeare/input.txt] [--seeds 1 2]
 
 (a) `baseline`: the gpt2 preset with nanoGPT's CPU "baby GPT" recipe (4 layers, 4 heads,
-    128 wide, block 64, batch 12, AdamW lr 1e-3, 2000 iterations, cosine to 1e-4, no dropout).
+    128 wide, block 64, batch 12, AdamW lr 1e-3, 2000 iterations, cosine to 1e-4, no dropout,
+    no biases as in nanoGPT's config).
 (b) `nextlab`: the recipe in RECIPES["nextlab"]: a smaller modern model (4 x 96, SwiGLU 192 wide) with Muon
     and a warmup-stable-decay schedule. Smaller than the baseline on purpose: on 2 cores it runs 1.3-1.5x the
     tokens per second, and it reaches the baseline's final loss in about a fifth of the tokens (measured against
@@ -32,6 +33,7 @@ BASELINE = [
     "model.n_embd=128",
     "model.block_size=64",
     "model.dropout=0.0",
+    "model.bias=false",
     "train.steps=2000",
     "train.batch_size=12",
     "train.optimizer=adamw",

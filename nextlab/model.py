@@ -54,6 +54,7 @@ class ModelConfig:
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
     dropout: float = 0.0
+    bias: bool = True  # gpt2's biases in every linear layer and LayerNorm (nanoGPT's own config turns them off)
     gelu: str = "exact"  # gpt2's MLP: "exact" (erf) or "tanh" (the approximation real GPT-2 checkpoints were trained with)
     # "manual" is an explicit matmul-softmax; under bf16 on CPU its backward is
     # much faster than SDPA's. "auto" picks manual when training under bf16.
@@ -99,6 +100,8 @@ class ModelConfig:
             out.append(f"model.gelu must be one of {', '.join(GELUS)}, got {self.gelu!r}")
         elif self.gelu != "exact" and self.arch != "gpt2":
             out.append("model.gelu applies to the gpt2 preset only (modern uses SwiGLU)")
+        if not self.bias and self.arch != "gpt2":
+            out.append("model.bias = false applies to the gpt2 preset only (modern has no biases)")
         if not 0.0 <= self.dropout < 1.0:
             out.append(f"model.dropout must be in [0, 1), got {self.dropout}")
         return out
@@ -216,7 +219,7 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 def make_norm(cfg: ModelConfig, dim: int) -> nn.Module:
     if cfg.arch == "gpt2":
-        return nn.LayerNorm(dim, eps=cfg.norm_eps)
+        return nn.LayerNorm(dim, eps=cfg.norm_eps, bias=cfg.bias)
     return nn.RMSNorm(dim, eps=cfg.norm_eps)
 
 
@@ -224,7 +227,7 @@ class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig, layer: int) -> None:
         super().__init__()
         self.cfg, self.layer = cfg, layer
-        bias = cfg.arch == "gpt2"
+        bias = cfg.arch == "gpt2" and cfg.bias
         hd = cfg.head_dim
         self.q_proj = nn.Linear(cfg.n_embd, cfg.n_head * hd, bias=bias)
         self.k_proj = nn.Linear(cfg.n_embd, cfg.n_kv_head * hd, bias=bias)
@@ -286,11 +289,11 @@ class MLP(nn.Module):
         self.gpt2 = cfg.arch == "gpt2"
         self.approximate = "tanh" if cfg.gelu == "tanh" else "none"
         if self.gpt2:
-            self.up_proj = nn.Linear(cfg.n_embd, cfg.mlp_hidden)
+            self.up_proj = nn.Linear(cfg.n_embd, cfg.mlp_hidden, bias=cfg.bias)
         else:
             self.gate_proj = nn.Linear(cfg.n_embd, cfg.mlp_hidden, bias=False)
             self.up_proj = nn.Linear(cfg.n_embd, cfg.mlp_hidden, bias=False)
-        self.down_proj = nn.Linear(cfg.mlp_hidden, cfg.n_embd, bias=self.gpt2)
+        self.down_proj = nn.Linear(cfg.mlp_hidden, cfg.n_embd, bias=self.gpt2 and cfg.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.gpt2:

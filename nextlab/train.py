@@ -55,7 +55,7 @@ from nextlab.tokenizer import load_tokenizer
 
 METRICS_FILE = "metrics.jsonl"
 # Model fields that change the weights' shapes or meaning; resuming with any of them changed is an error.
-SHAPE_KEYS = ("arch", "vocab_size", "block_size", "n_layer", "n_head", "n_kv_head", "n_embd", "mlp_hidden", "qk_norm")
+SHAPE_KEYS = ("arch", "vocab_size", "block_size", "n_layer", "n_head", "n_kv_head", "n_embd", "mlp_hidden", "qk_norm", "bias")
 
 
 @dataclass

@@ -23,12 +23,12 @@ HOSTILE = ["", "plain text", "<|endoftext|> typed as text", "naïve café, 日�
            "tabs\tand\r\nnewlines\n\n  spaces  ", "\x00 NUL and \x7f DEL", "<0x41> looks like a byte token"]
 
 
-def random_checkpoint(path, arch="modern", kind="bytes", qk_norm=True, n_kv_head=0, gelu="exact", seed=0):
+def random_checkpoint(path, arch="modern", kind="bytes", qk_norm=True, n_kv_head=0, gelu="exact", seed=0, bias=True):
     """A small model whose every weight is random (the modern init zeroes some, which would hide a mistake)."""
     torch.manual_seed(seed)
     tok = train_tokenizer(kind, CORPUS, 300)
     cfg = ModelConfig(arch=arch, vocab_size=tok.vocab_size, n_layer=2, n_head=4, n_kv_head=n_kv_head, n_embd=64,
-                      block_size=64, qk_norm=qk_norm, gelu=gelu)
+                      block_size=64, qk_norm=qk_norm, gelu=gelu, bias=bias)
     model = GPT(cfg)
     with torch.no_grad():
         for p in model.parameters():
@@ -39,13 +39,16 @@ def random_checkpoint(path, arch="modern", kind="bytes", qk_norm=True, n_kv_head
 
 CASES = {"llama-bytes-gqa": ("modern", "bytes", False, 2, "exact"), "qwen3-chars": ("modern", "chars", True, 0, "exact"),
          "qwen3-bpe-gqa": ("modern", "bpe", True, 1, "exact"), "gpt2-bpe": ("gpt2", "bpe", False, 0, "exact"),
-         "gpt2-bytes-tanh": ("gpt2", "bytes", False, 0, "tanh")}
+         "gpt2-bytes-tanh": ("gpt2", "bytes", False, 0, "tanh"),
+         "gpt2-chars-no-bias": ("gpt2", "chars", False, 0, "exact", False)}  # nanoGPT's bias = False: zeros in GPT-2
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_an_export_computes_what_nextlab_computes(case, tmp_path):
-    arch, kind, qk_norm, n_kv_head, gelu = CASES[case]
-    model, tok = random_checkpoint(tmp_path / "ckpt", arch, kind, qk_norm, n_kv_head, gelu)
+    arch, kind, qk_norm, n_kv_head, gelu, *bias = CASES[case]
+    model, tok = random_checkpoint(tmp_path / "ckpt", arch, kind, qk_norm, n_kv_head, gelu, bias=bias[0] if bias else True)
+    if bias == [False]:
+        assert not [name for name, _ in model.named_parameters() if name.endswith("bias")]
     out = export_checkpoint(tmp_path / "ckpt", tmp_path / "hf")
     config = json.loads((out / "config.json").read_text())
     assert config["model_type"] == {"modern": "qwen3" if qk_norm else "llama", "gpt2": "gpt2"}[arch]

@@ -61,6 +61,11 @@ def test_presets_and_parameter_counts():
     per_layer = 4 * (128 * 128 + 128) + (128 * 512 + 512) + (512 * 128 + 128) + 2 * 2 * 128
     assert gpt2.num_params(non_embedding=True) == 4 * per_layer + 2 * 128
     assert gpt2.num_params() == gpt2.num_params(non_embedding=True) + 65 * 128 + 64 * 128
+    # nanoGPT's bias = False: no biases anywhere (its baby GPT counts 0.80M parameters without the positions)
+    bare = GPT(ModelConfig(arch="gpt2", vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128, bias=False))
+    assert not [n for n, _ in bare.named_parameters() if n.endswith("bias")]
+    assert bare.num_params(non_embedding=True) == 4 * (4 * 128 * 128 + 2 * 128 * 512 + 2 * 128) + 128
+    assert round((bare.num_params() - 64 * 128) / 1e6, 2) == 0.80
 
     modern = GPT(ModelConfig(vocab_size=65, n_embd=128))
     names = dict(modern.named_parameters())
@@ -80,6 +85,7 @@ def test_presets_and_parameter_counts():
         ({"n_embd": 12, "n_head": 4}, "even"),
         ({"arch": "gpt2", "gelu": "fast"}, "model.gelu must be one of exact, tanh"),
         ({"gelu": "tanh"}, "gpt2 preset only"),
+        ({"bias": False}, "model.bias = false applies to the gpt2 preset only"),
     ],
 )
 def test_config_problems(kwargs, message):

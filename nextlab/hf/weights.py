@@ -58,6 +58,9 @@ def to_hf_state(cfg: ModelConfig, state: dict[str, torch.Tensor]) -> dict[str, t
     """nextlab weights under Hugging Face names (contiguous float32 copies)."""
     if cfg.arch != "gpt2":
         return {(k if k == "lm_head.weight" else f"model.{_modern_to_hf(k)}"): v.float().contiguous().clone() for k, v in state.items()}
+    if not cfg.bias:  # GPT-2 always has biases: a model without them has zeros there
+        state = state | {k.removesuffix("weight") + "bias": torch.zeros(v.size(0), dtype=v.dtype) for k, v in state.items()
+                         if k.endswith(("_proj.weight", "norm.weight"))}
     out = {f"transformer.{theirs}": state[ours] for ours, theirs in _GPT2_TOP}
     for i in range(cfg.n_layer):
         ours, theirs = f"layers.{i}.", f"transformer.h.{i}."
