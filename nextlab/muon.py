@@ -60,11 +60,11 @@ class Muon(torch.optim.Muon):
                 buf.lerp_(p.grad, 1 - momentum)
                 update = p.grad.lerp(buf, momentum) if group["nesterov"] else buf
                 by_shape.setdefault(p.shape, []).append((p, update))
-            for shape, pairs in by_shape.items():
-                stacked = torch.stack([u for _, u in pairs]) if len(pairs) > 1 else pairs[0][1]
+            for shape, pairs in by_shape.items():  # a stack of one gives what the matrix alone gives, bit for bit
+                stacked = torch.stack([u for _, u in pairs])
                 ortho = newton_schulz(stacked, group["ns_coefficients"], group["ns_steps"], group["eps"], self.ns_dtype)
                 scale = -lr * math.sqrt(max(1, shape[0] / shape[1]))
-                for i, (p, _) in enumerate(pairs):
+                for (p, _), update in zip(pairs, ortho):
                     p.mul_(1 - lr * group["weight_decay"])
-                    p.add_((ortho[i] if len(pairs) > 1 else ortho).to(p.dtype), alpha=scale)
+                    p.add_(update.to(p.dtype), alpha=scale)
         return loss

@@ -37,17 +37,17 @@ def random_checkpoint(path, arch="modern", kind="bytes", qk_norm=True, n_kv_head
     return model.eval(), tok
 
 
-CASES = {"llama-bytes-gqa": ("modern", "bytes", False, 2, "exact"), "qwen3-chars": ("modern", "chars", True, 0, "exact"),
-         "qwen3-bpe-gqa": ("modern", "bpe", True, 1, "exact"), "gpt2-bpe": ("gpt2", "bpe", False, 0, "exact"),
-         "gpt2-bytes-tanh": ("gpt2", "bytes", False, 0, "tanh"),
+CASES = {"llama-bytes-gqa": ("modern", "bytes", False, 2, "exact", True), "qwen3-chars": ("modern", "chars", True, 0, "exact", True),
+         "qwen3-bpe-gqa": ("modern", "bpe", True, 1, "exact", True), "gpt2-bpe": ("gpt2", "bpe", False, 0, "exact", True),
+         "gpt2-bytes-tanh": ("gpt2", "bytes", False, 0, "tanh", True),
          "gpt2-chars-no-bias": ("gpt2", "chars", False, 0, "exact", False)}  # nanoGPT's bias = False: zeros in GPT-2
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_an_export_computes_what_nextlab_computes(case, tmp_path):
-    arch, kind, qk_norm, n_kv_head, gelu, *bias = CASES[case]
-    model, tok = random_checkpoint(tmp_path / "ckpt", arch, kind, qk_norm, n_kv_head, gelu, bias=bias[0] if bias else True)
-    if bias == [False]:
+    arch, kind, qk_norm, n_kv_head, gelu, bias = CASES[case]
+    model, tok = random_checkpoint(tmp_path / "ckpt", arch, kind, qk_norm, n_kv_head, gelu, bias=bias)
+    if not bias:
         assert not [name for name, _ in model.named_parameters() if name.endswith("bias")]
     out = export_checkpoint(tmp_path / "ckpt", tmp_path / "hf")
     config = json.loads((out / "config.json").read_text())
