@@ -246,7 +246,7 @@ def cmd_compress(args) -> None:
     fresh = args.model == "none"
     opts = fresh_options() if fresh else CoderOptions()
     opts.mode = args.mode or opts.mode
-    for name in ("streams", "block_steps", "lr", "train_window", "threads"):
+    for name in ("streams", "block_steps", "lr", "train_window", "threads", "kernel", "window"):
         if getattr(args, name) is not None:
             setattr(opts, name, getattr(args, name))
     checkpoint = None if fresh else args.model
@@ -271,6 +271,7 @@ def cmd_compress(args) -> None:
             " (below the ideal: the coder's probability floor of about 2^-24 caps the cost of tokens the model "
             "thought even less likely)" if st.coder_overhead < 0 else "")),
         ("tokens, streams", f"{st.tokens:,} tokens in {st.streams} streams"),
+        ("kernel", st.kernel),
         ("throughput", f"{st.kb_per_s:.1f} KB/s ({st.threads} threads)"),
     ]
     if result.model_params:
@@ -726,6 +727,10 @@ def _add_compress(sub) -> None:
     z.add_argument("--lr", type=float, help="adaptive: Adam learning rate (default 2e-3; 8e-3 with -m none)")
     z.add_argument("--train-window", type=int, help="adaptive: newest tokens per stream in each update (default 64; 32 with -m none)")
     z.add_argument("--threads", type=int, help="PyTorch threads (recorded; decompression uses the same)")
+    z.add_argument("--kernel", choices=("auto", "ring", "model"), help="the decoding step: ring (modern models: a ring of "
+                   "the last --window keys, never rebuilt), model (the model's own forward, any model); default auto = ring "
+                   "where it runs")
+    z.add_argument("--window", type=int, help="ring kernel: tokens of context per stream (default a quarter of block_size)")
     z.add_argument("--seed", type=int, default=0, help="seed of the fresh model with -m none")
     z.add_argument("--stats", action="store_true", help="print ideal code length, coder overhead, throughput, gzip/bzip2/xz")
     z.add_argument("-f", "--force", action="store_true", help="overwrite the output")

@@ -17,9 +17,10 @@ from hypothesis import strategies as st
 from nextlab.checkpoint import load_checkpoint
 from nextlab.compress import CoderOptions, compress_bytes, decompress_bytes, fresh_model, read_header
 from nextlab.compress.files import compress_file, decompress_file
+from nextlab.compress.ring import RingStep
 from nextlab.errors import NextlabError
 from nextlab.files import current_umask
-from nextlab.model import ModelConfig
+from nextlab.model import GPT, ModelConfig
 from nextlab.tokenizer import BPETokenizer, ByteTokenizer, CharTokenizer
 
 SMALL = ModelConfig(vocab_size=257, block_size=32, n_layer=1, n_head=2, n_embd=32)
@@ -75,8 +76,10 @@ def test_roundtrip_utf8_text_checkpoint(tiny, mode, text):
     [b"", b"x", b"\x00", os.urandom(5000), make_text(60).encode(), "naïve 日本語 ✓ \U0001f600 <|endoftext|>".encode() * 20],
     ids=["empty", "one-byte", "nul", "random-binary", "text", "unicode"],
 )
-def test_roundtrip_cases(tiny, mode, data):
-    roundtrip(data, tiny.model, tiny.tokenizer, mode)
+@pytest.mark.parametrize("kernel", ["ring", "model"])
+def test_roundtrip_cases(tiny, mode, data, kernel):
+    blob, _ = roundtrip(data, tiny.model, tiny.tokenizer, mode, kernel=kernel)
+    assert read_header(blob, "x")["options"]["kernel"] == kernel
 
 
 def test_unseen_characters_with_a_chars_model(chars_checkpoint):
@@ -153,6 +156,81 @@ def test_different_floats_fail_at_the_first_bad_block(tiny, monkeypatch):
     monkeypatch.setattr(coder, "model_fingerprint", lambda m, t: read_header(blob, "x")["model"]["fingerprint"])
     with pytest.raises(NextlabError, match=r"block \d+ of \d+ decodes differently.*floating-point"):
         decompress_bytes(blob, other.model, other.tokenizer)
+
+
+# --- the ring kernel ---------------------------------------------------------------------------
+
+
+def _jittered(cfg: ModelConfig, seed: int = 0) -> GPT:
+    """A model whose every weight matters (a fresh modern model's output projections are zero)."""
+    torch.manual_seed(seed)
+    model = GPT(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model
+
+
+@pytest.mark.parametrize("kv_heads, qk_norm", [(4, True), (2, True), (4, False)], ids=["mha", "gqa", "no-qk-norm"])
+def test_ring_step_is_the_model_within_its_window(kv_heads, qk_norm):
+    cfg = ModelConfig(vocab_size=257, n_layer=2, n_head=4, n_kv_head=kv_heads, n_embd=64, block_size=32, qk_norm=qk_norm)
+    model = _jittered(cfg)
+    x = torch.randint(0, 257, (3, 32))
+    ring = RingStep(model, streams=3, window=32)
+    stepped = torch.stack([ring(x[:, t]) for t in range(32)], dim=1)
+    torch.testing.assert_close(stepped, model(x)[0], atol=1e-5, rtol=1e-5)
+
+
+def test_ring_past_its_window_sees_the_last_window_tokens():
+    """One layer: the logits at any position are the model's on the last `window` tokens alone, long past
+    block_size (keys keep their absolute rotation; only the distance between positions counts)."""
+    cfg = ModelConfig(vocab_size=257, n_layer=1, n_head=2, n_embd=32, block_size=16)
+    model, window = _jittered(cfg, seed=1), 8
+    x = torch.randint(0, 257, (2, 100))
+    ring = RingStep(model, streams=2, window=window)
+    for t in range(100):
+        logits = ring(x[:, t])
+        if t + 1 >= window:
+            torch.testing.assert_close(logits, model(x[:, t + 1 - window : t + 1])[0][:, -1], atol=1e-5, rtol=1e-5)
+
+
+def test_kernels_compute_different_floats_and_files_record_theirs(tiny):
+    data = make_text(40).encode()
+    ring, _ = compress_bytes(data, tiny.model, tiny.tokenizer, CoderOptions(**OPTS))
+    model, _ = compress_bytes(data, tiny.model, tiny.tokenizer, CoderOptions(kernel="model", **OPTS))
+    assert read_header(ring, "x")["options"]["kernel"] == "ring"
+    assert read_header(ring, "x")["options"]["window"] == tiny.model.cfg.block_size // 4
+    assert ring != model
+
+
+def test_version_1_file_decodes_with_the_model_kernel(tiny):
+    """What nextlab wrote before the ring kernel: a version-1 container whose options name no kernel."""
+    from nextlab.compress.container import pack, unpack
+
+    data = make_text(40).encode()
+    blob, _ = compress_bytes(data, tiny.model, tiny.tokenizer, CoderOptions(kernel="model", **OPTS))
+    header, payload = unpack(blob, "x")
+    for key in ("kernel", "window"):
+        header["options"].pop(key)
+    old = pack(header, payload, version=1)
+    assert struct.unpack_from("<H", old, 6) == (1,)
+    assert decompress_bytes(old, tiny.model, tiny.tokenizer)[0] == data
+
+
+def test_ring_kernel_needs_a_modern_model_and_a_window_it_has():
+    gpt2 = GPT(ModelConfig(arch="gpt2", vocab_size=257, n_layer=1, n_head=2, n_embd=32, block_size=16)).eval()
+    tok, data = ByteTokenizer(), make_text(10).encode()
+    with pytest.raises(NextlabError, match="ring kernel runs modern models only"):
+        compress_bytes(data, gpt2, tok, CoderOptions(kernel="ring", **OPTS))
+    blob, _ = compress_bytes(data, gpt2, tok, CoderOptions(**OPTS))  # auto: the model's forward
+    assert read_header(blob, "x")["options"]["kernel"] == "model"
+    modern, _ = fresh_model(SMALL)
+    with pytest.raises(NextlabError, match="window 64 exceeds the model's context .block_size 32"):
+        compress_bytes(data, modern, tok, CoderOptions(window=64, **OPTS))
+    blob, _ = compress_bytes(data, modern, tok, CoderOptions(window=32, **OPTS))  # the whole context
+    assert decompress_bytes(blob, modern, tok)[0] == data
+    assert "window must be at least 0" in CoderOptions(window=-1).problems()[0]
+    assert "kernel must be one of auto, ring, model" in CoderOptions(kernel="fast").problems()[0]
 
 
 # --- files and the command line ----------------------------------------------------------------
@@ -275,13 +353,14 @@ def test_cli_input_errors(tiny_checkpoint, packed, tmp_path):
     assert r.returncode == 2 and "already exists" in r.stderr
 
 
-def test_options_are_recorded(packed):
+def test_options_are_recorded(packed, tiny):
     _, nxz = packed
     header = read_header(nxz.read_bytes(), "x")
     assert header["threads"] == 1 and header["options"]["block_steps"] == 8
     assert "Categorical(perfect=False)" in header["coder"]
     assert len(base64.b64decode(header["block_checksums"])) == 2 * -(-header["streams"][0] // 8)
-    assert dataclasses.asdict(CoderOptions(**header["options"], threads=1)) == dataclasses.asdict(CoderOptions(**OPTS))
+    resolved = CoderOptions(**OPTS, kernel="ring", window=tiny.model.cfg.block_size // 4)  # what "auto" and 0 became
+    assert dataclasses.asdict(CoderOptions(**header["options"], threads=1)) == dataclasses.asdict(resolved)
 
 
 # --- the original's mode and modification time ---------------------------------------------------
@@ -320,11 +399,10 @@ def test_input_that_is_not_a_file_records_no_mode(tiny_checkpoint, tmp_path):
     assert out.read_bytes() == b"" and stat.S_IMODE(out.stat().st_mode) == 0o666 & ~current_umask()
 
 
-def test_version_1_file_without_mode_still_decompresses(packed, tmp_path):
-    """What nextlab wrote before the mode and mtime were recorded: the same version-1 container, no `file` key."""
+def test_file_without_mode_still_decompresses(packed, tmp_path):
+    """What nextlab wrote before the mode and mtime were recorded: the same container, no `file` key."""
     src, nxz = packed
     old = _repacked(nxz, tmp_path / "old.nxz", lambda h: h.pop("file"))
-    assert struct.unpack_from("<H", old.read_bytes(), 6) == (1,)
     out = decompress_file(old, out=tmp_path / "old").output
     assert out.read_bytes() == src.read_bytes()
     assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~current_umask()

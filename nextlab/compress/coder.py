@@ -8,8 +8,10 @@ shapes, kernels, dtype (fp32) and thread count. The encoder never scores the
 input with a teacher-forced pass.
 
 - The input is tokenized losslessly (`encode_bytes`) and cut into B contiguous
-  streams, stepped together as one batch with the KV cache: B tokens per forward.
-  A full cache is rebuilt from the last quarter context (both sides do the same).
+  streams, stepped together as one batch: B tokens per step. The step is one of two
+  kernels, recorded in the file: `ring` (ring.py; modern models) keeps the last
+  `window` keys of each stream in a ring and is never rebuilt; `model` is the model's
+  own forward with a KVCache, rebuilt from the last quarter context when full.
 - Every `block_steps` steps ends a block: its tokens get a checksum, so a decoder
   whose floats differ from the encoder's stops at the first bad block.
 - `static`: the weights stay fixed (Deletang et al., 2024).
@@ -37,11 +39,14 @@ import torch
 
 from nextlab.checkpoint import model_fingerprint
 from nextlab.compress.container import block_checksum, pack, unpack
+from nextlab.compress.ring import RingStep
+from nextlab.compress.ring import supports as ring_supports
 from nextlab.errors import NextlabError
 from nextlab.model import GPT, ModelConfig
 from nextlab.tokenizer import ByteTokenizer, Tokenizer
 
 MODES = ("static", "adaptive")
+KERNELS = ("ring", "model")
 # The model `-m none` builds: small enough to learn fast while it codes.
 FRESH_MODEL = ModelConfig(vocab_size=257, block_size=256, n_layer=4, n_head=4, n_embd=128)
 
@@ -53,6 +58,8 @@ class CoderOptions:
     min_stream_tokens: int = 2048  # shorter inputs use fewer streams (each stream starts cold)
     block_steps: int = 64  # steps per block: one checksum, and one update in adaptive mode
     threads: int = 0  # 0 = PyTorch's current setting; recorded, and the decoder uses the same
+    kernel: str = "auto"  # "ring" (modern models), "model" (any model) or "auto" (ring where it runs); see ring.py
+    window: int = 0  # ring kernel: the tokens of context each stream keeps (0 = a quarter of the model's block_size)
     lr: float = 2e-3  # adaptive: Adam learning rate
     train_window: int = 64  # adaptive: tokens per stream in each update (the newest ones)
     grad_clip: float = 1.0
@@ -61,9 +68,13 @@ class CoderOptions:
         out = []
         if self.mode not in MODES:
             out.append(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.kernel not in KERNELS + ("auto",):
+            out.append(f"kernel must be one of auto, {', '.join(KERNELS)}, got {self.kernel!r}")
         for name in ("streams", "min_stream_tokens", "block_steps", "train_window"):
             if getattr(self, name) < 1:
                 out.append(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.window < 0:
+            out.append(f"window must be at least 0 (0 = the default), got {self.window}")
         if self.threads < 0:
             out.append(f"threads must be at least 0 (0 = current setting), got {self.threads}")
         if not self.lr > 0:
@@ -88,6 +99,7 @@ class CodingStats:
     streams: int
     seconds: float
     threads: int
+    kernel: str = ""  # the decoding step that ran: "ring, window N" or "model"
 
     @property
     def bits_per_byte(self) -> float:
@@ -139,6 +151,61 @@ def _prefill(model: GPT, hist: torch.Tensor, end: int):
     return cache, logits[:, -1]
 
 
+class _ModelKernel:
+    """The model's own forward with a KVCache, rebuilt from the last quarter context when full."""
+
+    def __init__(self, model: GPT, hist: torch.Tensor) -> None:
+        self.model, self.hist, self.cache = model, hist, None
+
+    def __call__(self, end: int) -> torch.Tensor:
+        """The logits after the first `end` columns of hist (called with end = 1, 2, 3, ...)."""
+        if self.cache is None or self.cache.length == self.cache.capacity:
+            self.cache, logits = _prefill(self.model, self.hist, end)
+            return logits
+        return self.model(self.hist[:, end - 1 : end], cache=self.cache)[0][:, -1]
+
+    def refresh(self) -> None:
+        pass  # the cache keeps the keys and values the old weights computed; the forward reads the new weights
+
+
+class _RingKernel:
+    """RingStep (ring.py): the last `window` tokens of every stream, never rebuilt."""
+
+    def __init__(self, model: GPT, hist: torch.Tensor, window: int) -> None:
+        self.hist, self.step = hist, RingStep(model, hist.size(0), window)
+
+    def __call__(self, end: int) -> torch.Tensor:
+        return self.step(self.hist[:, end - 1])
+
+    def refresh(self) -> None:
+        self.step.refresh()  # the fused weights, from the model's updated ones
+
+
+def default_window(model: GPT) -> int:
+    """A quarter of the model's context: the least the model kernel keeps (right after a rebuild). On alice29 with
+    benchmarks/compress.py's model, 32, 64, 128 and 256 tokens all coded within 1.3% of the model kernel's size
+    (a model trained on 256-byte windows gains little from more), while each key read costs time."""
+    return max(1, model.cfg.block_size // 4)
+
+
+def resolve_kernel(model: GPT, opts: CoderOptions) -> CoderOptions:
+    """The options with the kernel the coder runs ("auto" is the ring wherever it can run) and the ring's
+    window (0 = the default, at most the model's block_size) filled in, as the header records them."""
+    kernel = ("ring" if ring_supports(model) else "model") if opts.kernel == "auto" else opts.kernel
+    if kernel == "model":
+        return dataclasses.replace(opts, kernel=kernel)
+    if not ring_supports(model):
+        raise NextlabError("the ring kernel runs modern models only (rotary positions); use kernel 'model'")
+    window = opts.window or default_window(model)
+    if window > model.cfg.block_size:
+        raise NextlabError(f"window {window} exceeds the model's context (block_size {model.cfg.block_size})")
+    return dataclasses.replace(opts, kernel=kernel, window=window)
+
+
+def _kernel_name(opts: CoderOptions) -> str:
+    return f"ring, window {opts.window}" if opts.kernel == "ring" else opts.kernel
+
+
 def _update(model: GPT, optimizer, hist: torch.Tensor, end: int, rows: int, opts: CoderOptions) -> None:
     """One optimizer step on the newest tokens of the first `rows` streams (identical on both sides)."""
     start = max(0, end - 1 - min(opts.train_window, model.cfg.block_size))
@@ -173,7 +240,8 @@ def _lockstep(
     optimizer = None
     if opts.mode == "adaptive":
         optimizer = torch.optim.Adam(model.parameters(), lr=opts.lr, betas=(0.9, 0.99), foreach=False)
-    cache, logits = _prefill(model, hist, 1)
+    kernel = _RingKernel(model, hist, opts.window) if opts.kernel == "ring" else _ModelKernel(model, hist)
+    logits = kernel(1)
     active = B
     block_start = 0
     for t in range(n_steps):
@@ -195,12 +263,10 @@ def _lockstep(
                 # The cache keeps the keys and values the old weights computed: both sides do
                 # the same, and recomputing them cost a third of the speed for ~0.1% of size.
                 _update(model, optimizer, hist, end, sum(n >= t + 1 for n in lengths), opts)
+                kernel.refresh()
         if last:
             break
-        if cache.length == cache.capacity:
-            cache, logits = _prefill(model, hist, end)
-        else:
-            logits = model(hist[:, end - 1 : end], cache=cache)[0][:, -1]
+        logits = kernel(end)
     return hist
 
 
@@ -246,6 +312,7 @@ def compress_bytes(
     if opts.problems():
         raise NextlabError("; ".join(opts.problems()))
     threads = opts.threads or torch.get_num_threads()
+    opts = resolve_kernel(model, opts)
     t0 = time.perf_counter()
     tokens = tokenizer.encode_bytes(data)
     if tokenizer.decode_bytes(tokens) != data:
@@ -289,7 +356,8 @@ def compress_bytes(
     header["block_checksums"] = base64.b64encode(b"".join(checksums)).decode()
     payload = encoder.get_compressed()
     blob = pack(header, payload)
-    stats = CodingStats(len(data), len(blob), 32 * len(payload), ideal, len(tokens), len(lengths), time.perf_counter() - t0, threads)
+    stats = CodingStats(len(data), len(blob), 32 * len(payload), ideal, len(tokens), len(lengths), time.perf_counter() - t0, threads,
+                        _kernel_name(opts))
     return blob, stats
 
 
@@ -322,14 +390,15 @@ def decompress_bytes(
     header, payload = unpack(blob, source)
     try:
         mode, msec, lengths = header["mode"], header["model"], header["streams"]
-        opts = CoderOptions(**header["options"], threads=int(header["threads"]))
+        # version-1 files predate the ring kernel: they name none and were all made with the model's forward
+        opts = CoderOptions(**{"kernel": "model", **header["options"]}, threads=int(header["threads"]))
         sums = base64.b64decode(header["block_checksums"], validate=True)
         checksums = [sums[i : i + 2] for i in range(0, len(sums), 2)]
         n, digest = int(header["original_length"]), header["sha256"]
     except (KeyError, TypeError, ValueError, binascii.Error) as e:
         raise NextlabError(f"{source}: malformed header ({e.__class__.__name__}: {e})") from None
-    if mode not in MODES or opts.problems():
-        raise NextlabError(f"{source}: malformed header (mode {mode!r}; {'; '.join(opts.problems())})")
+    if mode not in MODES or opts.problems() or opts.kernel == "auto":  # a file records the kernel that ran
+        raise NextlabError(f"{source}: malformed header (mode {mode!r}, kernel {opts.kernel!r}; {'; '.join(opts.problems())})")
     if "fresh" in msec:
         try:
             cfg = ModelConfig(**msec["fresh"]["config"])
@@ -339,6 +408,12 @@ def decompress_bytes(
     elif model is None:
         raise NextlabError(f"{source} was compressed with the model at {msec.get('source') or '(unknown)'}; pass it with -m")
     found = model_fingerprint(model, tokenizer)
+    try:
+        fits = resolve_kernel(model, opts) == opts
+    except NextlabError as e:  # a ring file with a model the ring cannot run
+        raise NextlabError(f"{source}: {e}") from None
+    if not fits:
+        raise NextlabError(f"{source}: malformed header (options {header['options']} leave the kernel unresolved)")
     if found != msec["fingerprint"]:
         what = "fresh model (this PyTorch initializes differently)" if "fresh" in msec else "model"
         raise NextlabError(
@@ -371,5 +446,6 @@ def decompress_bytes(
         out = tokenizer.decode_bytes(tokens)
     if len(out) != n or hashlib.sha256(out).hexdigest() != digest:
         raise NextlabError(f"{source}: the decoded data fails its SHA-256 check; nothing was written")
-    stats = CodingStats(n, len(blob), 32 * len(payload), float("nan"), sum(lengths), len(lengths), time.perf_counter() - t0, opts.threads)
+    stats = CodingStats(n, len(blob), 32 * len(payload), float("nan"), sum(lengths), len(lengths), time.perf_counter() - t0,
+                        opts.threads, _kernel_name(opts))
     return out, stats

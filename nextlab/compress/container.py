@@ -17,7 +17,9 @@ The digest makes any bit flip or truncation an error before decoding starts;
 the per-block checksums in the header catch the one failure a digest cannot:
 a machine whose floating-point results differ from the encoder's.
 
-The version changes only when an older reader would misread a newer file. An optional header
+The version changes only when an older reader would misread a newer file: version 2 added the
+ring kernel (`options.kernel`), whose floats a version-1 reader would not reproduce; a version-1
+file names no kernel and decodes with the model's own forward, as it was made. An optional header
 key is no such change: readers ignore keys they do not know, and treat a missing optional key as
 "not recorded" (the `file` key, the original's mode and mtime, came this way: files without it
 decompress as before, to the umask's default mode).
@@ -40,16 +42,17 @@ from nextlab.errors import NextlabError
 from nextlab.files import give_default_mode
 
 MAGIC = b"NXLZ\r\n"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 _PREFIX = struct.Struct("<6sHI")  # magic, version, header length
 _DIGEST = 32
 
 
-def pack(header: dict, payload: np.ndarray) -> bytes:
-    """The container's bytes for a header and the coder's uint32 words."""
+def pack(header: dict, payload: np.ndarray, version: int = FORMAT_VERSION) -> bytes:
+    """The container's bytes for a header and the coder's uint32 words (`version`: for tests of old files)."""
     head = zlib.compress(json.dumps(header, separators=(",", ":"), sort_keys=True).encode(), 9)
     words = np.ascontiguousarray(payload, dtype="<u4").tobytes()
-    body = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(head)) + head + struct.pack("<Q", len(words)) + words
+    body = _PREFIX.pack(MAGIC, version, len(head)) + head + struct.pack("<Q", len(words)) + words
     return body + hashlib.sha256(body).digest()
 
 
@@ -60,8 +63,9 @@ def unpack(blob: bytes, source: str) -> tuple[dict, np.ndarray]:
     if len(blob) < _PREFIX.size + 8 + _DIGEST:
         raise NextlabError(f"{source}: truncated ({len(blob)} bytes)")
     _, version, head_len = _PREFIX.unpack_from(blob)
-    if version != FORMAT_VERSION:
-        raise NextlabError(f"{source}: format version {version} is not supported (this nextlab reads version {FORMAT_VERSION})")
+    if version not in READABLE_VERSIONS:
+        raise NextlabError(f"{source}: format version {version} is not supported (this nextlab reads versions "
+                           f"{', '.join(map(str, READABLE_VERSIONS))})")
     body, digest = blob[:-_DIGEST], blob[-_DIGEST:]
     if hashlib.sha256(body).digest() != digest:
         raise NextlabError(f"{source}: corrupted or truncated (file checksum does not match)")
