@@ -11,7 +11,8 @@ faster than one that streams from memory).
 Hot loops, each timed alone (best of --repeats, after a warm-up), with its FLOPs and bytes counted from the
 shapes: a training step (the demo model and 6 x 384, in the dtype training picks, the project's optimizers);
 batch-1 sampling (one decoding step with the context half full); the compressor's static step (64 streams,
-4 x 192, the cache five eighths full on average) and its adaptive update (per 64 steps); a batched serving step
+4 x 192), in its ring kernel (the default: the last block_size / 4 keys) and in the model kernel (the model's
+forward, its cache five eighths full on average), and its adaptive update (per 64 steps); a batched serving step
 (32 rows of the demo model). Bytes count the weights read once per step (and, for training, the gradients and
 optimizer state) plus the keys and values a step reads; activations are left out, so bytes are a floor.
 
@@ -26,6 +27,8 @@ from dataclasses import dataclass
 
 import torch
 
+from nextlab.compress.coder import default_window
+from nextlab.compress.ring import RingStep
 from nextlab.model import GPT, ModelConfig
 from nextlab.report import demo_config
 from nextlab.roofline import (
@@ -102,6 +105,18 @@ def decoding_step(name: str, model: GPT, rows: int, context: int, repeats: int) 
                 torch.float32)
 
 
+@torch.inference_mode()
+def ring_step(model: GPT, rows: int, window: int, repeats: int) -> Loop:
+    """The compressor's default step: one token for each of `rows` streams through RingStep, its ring full."""
+    ring = RingStep(model, rows, window)
+    tokens = torch.zeros(rows, dtype=torch.long)
+    for _ in range(window):
+        ring(tokens)
+    seconds = best_seconds(lambda: ring(tokens), CPU, repeats)
+    return Loop(f"compressor static step, ring {window}", seconds, decode_flops(model, rows, window),
+                multiplying_weights(model) * 4 + kv_bytes(model, rows, window), torch.float32)
+
+
 def adaptive_update(model: GPT, rows: int, window: int, repeats: int) -> Loop:
     """The adaptive coder's Adam step on the newest `window` tokens of `rows` streams (once per 64 steps)."""
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, foreach=False)
@@ -138,7 +153,8 @@ def main() -> None:
         training_step("train step, 6 x 384", wide, 16, args.repeats),
         decoding_step("sampling, batch 1, demo", demo_model, 1, demo.block_size // 2, args.repeats * 20),
         decoding_step("sampling, batch 1, 6 x 384", wide_model, 1, wide.block_size // 2, args.repeats * 20),
-        decoding_step("compressor static step, 64 streams", coder_model, 64, 5 * coder.block_size // 8, args.repeats * 4),
+        decoding_step("compressor static step, model kernel", coder_model, 64, 5 * coder.block_size // 8, args.repeats * 4),
+        ring_step(coder_model, 64, default_window(coder_model), args.repeats * 4),
         adaptive_update(coder_model.train(), 64, 64, args.repeats),
         decoding_step("serving step, 32 rows, demo", demo_model, 32, 48, args.repeats * 20),
     ]

@@ -722,15 +722,16 @@ def _add_compress(sub) -> None:
     z.add_argument("-o", "--output", help="output file (default INPUT.nxz)")
     z.add_argument("--mode", choices=("static", "adaptive"), help="static: fixed weights; adaptive: keep learning while coding "
                    "(default: static with a checkpoint, adaptive with -m none)")
-    z.add_argument("--streams", type=int, help="most parallel streams (default 64; 16 with -m none)")
+    z.add_argument("--streams", type=int, help="most parallel streams (default 256 static, 64 adaptive; 16 with -m none)")
     z.add_argument("--block-steps", type=int, help="steps per checksummed block and per adaptive update (default 64; 16 with -m none)")
     z.add_argument("--lr", type=float, help="adaptive: Adam learning rate (default 2e-3; 8e-3 with -m none)")
     z.add_argument("--train-window", type=int, help="adaptive: newest tokens per stream in each update (default 64; 32 with -m none)")
     z.add_argument("--threads", type=int, help="PyTorch threads (recorded; decompression uses the same)")
     z.add_argument("--kernel", choices=("auto", "ring", "model"), help="the decoding step: ring (modern models: a ring of "
-                   "the last --window keys, never rebuilt), model (the model's own forward, any model); default auto = ring "
+                   "the last --ring-window keys, never rebuilt), model (the model's own forward, any model); default auto = ring "
                    "where it runs")
-    z.add_argument("--window", type=int, help="ring kernel: tokens of context per stream (default a quarter of block_size)")
+    z.add_argument("--ring-window", dest="window", type=int,
+                   help="ring kernel: tokens of context per stream and layer (default a quarter of block_size)")
     z.add_argument("--seed", type=int, default=0, help="seed of the fresh model with -m none")
     z.add_argument("--stats", action="store_true", help="print ideal code length, coder overhead, throughput, gzip/bzip2/xz")
     z.add_argument("-f", "--force", action="store_true", help="overwrite the output")

@@ -24,8 +24,8 @@ from nextlab.model import GPT, ModelConfig
 from nextlab.tokenizer import BPETokenizer, ByteTokenizer, CharTokenizer
 
 SMALL = ModelConfig(vocab_size=257, block_size=32, n_layer=1, n_head=2, n_embd=32)
-# Few tokens per stream and short blocks, so that short inputs still use several
-# streams, fill and rebuild the cache, and take adaptive updates.
+# Few tokens per stream and short blocks, so that short inputs still use several streams, fill the ring
+# and go round it (with the model kernel: fill and rebuild the cache), and take adaptive updates.
 OPTS = dict(streams=4, min_stream_tokens=16, block_steps=8, train_window=16, threads=1)
 
 
@@ -163,11 +163,12 @@ def test_different_floats_fail_at_the_first_bad_block(tiny, monkeypatch):
 
 def _jittered(cfg: ModelConfig, seed: int = 0) -> GPT:
     """A model whose every weight matters (a fresh modern model's output projections are zero)."""
-    torch.manual_seed(seed)
-    model = GPT(cfg).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = GPT(cfg).eval()
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.05)
     return model
 
 
@@ -181,10 +182,11 @@ def test_ring_step_is_the_model_within_its_window(kv_heads, qk_norm):
     torch.testing.assert_close(stepped, model(x)[0], atol=1e-5, rtol=1e-5)
 
 
-def test_ring_past_its_window_sees_the_last_window_tokens():
+@pytest.mark.parametrize("kv_heads, qk_norm", [(4, True), (2, True), (4, False)], ids=["mha", "gqa", "no-qk-norm"])
+def test_ring_past_its_window_sees_the_last_window_tokens(kv_heads, qk_norm):
     """One layer: the logits at any position are the model's on the last `window` tokens alone, long past
     block_size (keys keep their absolute rotation; only the distance between positions counts)."""
-    cfg = ModelConfig(vocab_size=257, n_layer=1, n_head=2, n_embd=32, block_size=16)
+    cfg = ModelConfig(vocab_size=257, n_layer=1, n_head=4, n_kv_head=kv_heads, n_embd=32, block_size=16, qk_norm=qk_norm)
     model, window = _jittered(cfg, seed=1), 8
     x = torch.randint(0, 257, (2, 100))
     ring = RingStep(model, streams=2, window=window)
@@ -195,12 +197,49 @@ def test_ring_past_its_window_sees_the_last_window_tokens():
 
 
 def test_kernels_compute_different_floats_and_files_record_theirs(tiny):
+    from nextlab.compress.container import pack, unpack
+
     data = make_text(40).encode()
     ring, _ = compress_bytes(data, tiny.model, tiny.tokenizer, CoderOptions(**OPTS))
-    model, _ = compress_bytes(data, tiny.model, tiny.tokenizer, CoderOptions(kernel="model", **OPTS))
-    assert read_header(ring, "x")["options"]["kernel"] == "ring"
-    assert read_header(ring, "x")["options"]["window"] == tiny.model.cfg.block_size // 4
-    assert ring != model
+    header, payload, _ = unpack(ring, "x")
+    assert header["options"]["kernel"] == "ring"
+    assert header["options"]["window"] == tiny.model.cfg.block_size // 4
+    header["options"].update(kernel="model", window=0)  # the same payload, decoded with the other kernel's floats
+    with pytest.raises(NextlabError, match="decodes differently"):
+        decompress_bytes(pack(header, payload), tiny.model, tiny.tokenizer)
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda o: o.update(kernel="auto"), r"kernel 'auto' \(a file records the kernel that ran"),
+    (lambda o: o.pop("kernel"), r"kernel 'auto'"),  # version 2 names its kernel
+    (lambda o: o.update(window=0), r"window left at 0: a file records"),
+    (lambda o: o.update(streams=0), r"streams left at 0"),
+    (lambda o: o.update(window=999), r"window 999 exceeds the model's context"),
+    (lambda o: o.update(window="16"), r"window must be int, got '16'"),
+    (lambda o: o.update(window=None, lr="fast"), r"window must be int, got None; lr must be float, got 'fast'"),
+    (lambda o: o.update(kernel="model"), r"window \d+ is for the ring kernel"),
+    (lambda o: o.update(mode="adaptive"), r"mode 'static' but options' mode 'adaptive'"),
+], ids=["auto", "no-kernel", "window-0", "streams-0", "window-too-long", "window-str", "types", "model-with-window", "modes-disagree"])
+def test_forged_kernel_options_are_refused(packed, tiny, tmp_path, change, match):
+    _, nxz = packed
+    bad = _repacked(nxz, tmp_path / "bad.nxz", lambda h: change(h["options"]))
+    with pytest.raises(NextlabError, match=r"bad.nxz: malformed header \(.*" + match):
+        decompress_bytes(bad.read_bytes(), tiny.model, tiny.tokenizer, source=str(bad))
+
+
+def test_ring_file_with_a_model_the_ring_cannot_run(packed, monkeypatch):
+    """The fingerprint comes first (a wrong model is named as such); a ring file whose fingerprint matched a
+    GPT-2-style model could only be forged, and is refused before any step."""
+    import nextlab.compress.coder as coder
+
+    _, nxz = packed
+    blob = nxz.read_bytes()
+    gpt2 = GPT(ModelConfig(arch="gpt2", vocab_size=257, n_layer=1, n_head=2, n_embd=32, block_size=16)).eval()
+    with pytest.raises(NextlabError, match="wrong model"):
+        decompress_bytes(blob, gpt2, ByteTokenizer())
+    monkeypatch.setattr(coder, "model_fingerprint", lambda m, t: read_header(blob, "x")["model"]["fingerprint"])
+    with pytest.raises(NextlabError, match=r"malformed header \(the ring kernel runs modern models only"):
+        decompress_bytes(blob, gpt2, ByteTokenizer())
 
 
 def test_version_1_file_decodes_with_the_model_kernel(tiny):
@@ -209,7 +248,7 @@ def test_version_1_file_decodes_with_the_model_kernel(tiny):
 
     data = make_text(40).encode()
     blob, _ = compress_bytes(data, tiny.model, tiny.tokenizer, CoderOptions(kernel="model", **OPTS))
-    header, payload = unpack(blob, "x")
+    header, payload, _ = unpack(blob, "x")
     for key in ("kernel", "window"):
         header["options"].pop(key)
     old = pack(header, payload, version=1)
@@ -231,6 +270,10 @@ def test_ring_kernel_needs_a_modern_model_and_a_window_it_has():
     assert decompress_bytes(blob, modern, tok)[0] == data
     assert "window must be at least 0" in CoderOptions(window=-1).problems()[0]
     assert "kernel must be one of auto, ring, model" in CoderOptions(kernel="fast").problems()[0]
+    with pytest.raises(NextlabError, match="window 8 is for the ring kernel"):
+        compress_bytes(data, modern, tok, CoderOptions(kernel="model", window=8, **OPTS))
+    with pytest.raises(NextlabError, match="window 8 is for the ring kernel, which runs modern models only"):
+        compress_bytes(data, gpt2, tok, CoderOptions(window=8, **OPTS))  # auto: the model kernel, which has no window
 
 
 # --- files and the command line ----------------------------------------------------------------
@@ -330,7 +373,7 @@ def test_bad_block_checksum_via_cli(packed, tmp_path):
     from nextlab.compress.container import pack, unpack
 
     _, nxz = packed
-    header, payload = unpack(nxz.read_bytes(), "x")
+    header, payload, _ = unpack(nxz.read_bytes(), "x")
     sums = bytearray(base64.b64decode(header["block_checksums"]))
     sums[2:4] = bytes([sums[2] ^ 1, sums[3]])  # block 2's checksum
     header["block_checksums"] = base64.b64encode(bytes(sums)).decode()
@@ -344,8 +387,8 @@ def test_cli_input_errors(tiny_checkpoint, packed, tmp_path):
     _fails(["compress", str(tmp_path / "missing"), "-m", str(tiny_checkpoint)], "no such file", tmp_path / "missing.nxz")
     r = run_cli("compress", str(src), "-m", str(tiny_checkpoint), "--no-progress", "--threads", "1")  # in.txt.nxz exists
     assert r.returncode == 2 and "already exists" in r.stderr
-    r = run_cli("compress", str(src), "-m", str(tiny_checkpoint), "--streams", "0", "-o", str(tmp_path / "z"))
-    assert r.returncode == 2 and "streams must be at least 1" in r.stderr
+    r = run_cli("compress", str(src), "-m", str(tiny_checkpoint), "--streams", "-1", "-o", str(tmp_path / "z"))
+    assert r.returncode == 2 and "streams must be at least 0" in r.stderr
     plain = tmp_path / "plain.txt"
     plain.write_bytes(b"hello")
     _fails(["decompress", str(plain), "-o", str(tmp_path / "p.out")], "not a nextlab compressed file", tmp_path / "p.out")
@@ -372,7 +415,7 @@ def _repacked(nxz, out, change):
     """A copy of the container `nxz` at `out`, its header changed by `change(header)`, with a valid digest."""
     from nextlab.compress.container import pack, unpack
 
-    header, payload = unpack(nxz.read_bytes(), "x")
+    header, payload, _ = unpack(nxz.read_bytes(), "x")
     change(header)
     out.write_bytes(pack(header, payload))
     return out

@@ -8,7 +8,9 @@ shapes, kernels, dtype (fp32) and thread count. The encoder never scores the
 input with a teacher-forced pass.
 
 - The input is tokenized losslessly (`encode_bytes`) and cut into B contiguous
-  streams, stepped together as one batch: B tokens per step. The step is one of two
+  streams, stepped together as one batch: B tokens per step (static: up to 256,
+  since a wider batch costs less per token; adaptive: up to 64, since its updates come
+  once per block of every stream, and fewer updates per byte learn less). The step is one of two
   kernels, recorded in the file: `ring` (ring.py; modern models) keeps the last
   `window` keys of each stream in a ring and is never rebuilt; `model` is the model's
   own forward with a KVCache, rebuilt from the last quarter context when full.
@@ -46,6 +48,10 @@ from nextlab.model import GPT, ModelConfig
 from nextlab.tokenizer import ByteTokenizer, Tokenizer
 
 MODES = ("static", "adaptive")
+# Each mode's (streams, min_stream_tokens) when the options leave them 0. Static: on benchmarks/compress.py's
+# files, 256 streams coded 0.1-0.5% larger than 64 and 1.3-1.4x faster. Adaptive: 256 streams update a quarter
+# as often per byte, and alice29 coded 12% larger.
+STREAM_DEFAULTS = {"static": (256, 512), "adaptive": (64, 2048)}
 KERNELS = ("ring", "model")
 # The model `-m none` builds: small enough to learn fast while it codes.
 FRESH_MODEL = ModelConfig(vocab_size=257, block_size=256, n_layer=4, n_head=4, n_embd=128)
@@ -54,8 +60,8 @@ FRESH_MODEL = ModelConfig(vocab_size=257, block_size=256, n_layer=4, n_head=4, n
 @dataclass
 class CoderOptions:
     mode: str = "static"  # "static" or "adaptive"
-    streams: int = 64  # at most this many streams coded in parallel
-    min_stream_tokens: int = 2048  # shorter inputs use fewer streams (each stream starts cold)
+    streams: int = 0  # at most this many streams coded in parallel (0 = the mode's default, STREAM_DEFAULTS)
+    min_stream_tokens: int = 0  # shorter inputs use fewer streams, each starting cold (0 = the mode's default)
     block_steps: int = 64  # steps per block: one checksum, and one update in adaptive mode
     threads: int = 0  # 0 = PyTorch's current setting; recorded, and the decoder uses the same
     kernel: str = "auto"  # "ring" (modern models), "model" (any model) or "auto" (ring where it runs); see ring.py
@@ -65,21 +71,36 @@ class CoderOptions:
     grad_clip: float = 1.0
 
     def problems(self) -> list[str]:
+        wrong = [f"{f.name} must be {type(f.default).__name__}, got {getattr(self, f.name)!r}"
+                 for f in dataclasses.fields(self) if not _same_kind(getattr(self, f.name), f.default)]
+        if wrong:  # e.g. from a forged header: the checks below would compare strings with numbers
+            return wrong
         out = []
         if self.mode not in MODES:
             out.append(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.kernel not in KERNELS + ("auto",):
             out.append(f"kernel must be one of auto, {', '.join(KERNELS)}, got {self.kernel!r}")
-        for name in ("streams", "min_stream_tokens", "block_steps", "train_window"):
+        for name in ("block_steps", "train_window"):
             if getattr(self, name) < 1:
                 out.append(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("streams", "min_stream_tokens"):
+            if getattr(self, name) < 0:
+                out.append(f"{name} must be at least 0 (0 = the mode's default), got {getattr(self, name)}")
         if self.window < 0:
             out.append(f"window must be at least 0 (0 = the default), got {self.window}")
+        if self.kernel == "model" and self.window:
+            out.append(f"window {self.window} is for the ring kernel; the model kernel keeps the model's own context")
         if self.threads < 0:
             out.append(f"threads must be at least 0 (0 = current setting), got {self.threads}")
         if not self.lr > 0:
             out.append(f"lr must be positive, got {self.lr}")
         return out
+
+
+def _same_kind(value, default) -> bool:
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return type(value) is type(default)
 
 
 def fresh_options(**overrides) -> CoderOptions:
@@ -188,11 +209,16 @@ def default_window(model: GPT) -> int:
     return max(1, model.cfg.block_size // 4)
 
 
-def resolve_kernel(model: GPT, opts: CoderOptions) -> CoderOptions:
-    """The options with the kernel the coder runs ("auto" is the ring wherever it can run) and the ring's
-    window (0 = the default, at most the model's block_size) filled in, as the header records them."""
+def resolve_options(model: GPT, opts: CoderOptions) -> CoderOptions:
+    """The options as the coder runs them and the header records them: the mode's stream defaults, the kernel
+    ("auto" is the ring wherever it can run) and the ring's window (0 = the default, at most the model's
+    block_size) filled in."""
+    streams, min_tokens = STREAM_DEFAULTS[opts.mode]
+    opts = dataclasses.replace(opts, streams=opts.streams or streams, min_stream_tokens=opts.min_stream_tokens or min_tokens)
     kernel = ("ring" if ring_supports(model) else "model") if opts.kernel == "auto" else opts.kernel
     if kernel == "model":
+        if opts.window:  # "auto" on a model the ring cannot run (problems() refuses kernel "model" with a window)
+            raise NextlabError(f"window {opts.window} is for the ring kernel, which runs modern models only (rotary positions)")
         return dataclasses.replace(opts, kernel=kernel)
     if not ring_supports(model):
         raise NextlabError("the ring kernel runs modern models only (rotary positions); use kernel 'model'")
@@ -200,6 +226,10 @@ def resolve_kernel(model: GPT, opts: CoderOptions) -> CoderOptions:
     if window > model.cfg.block_size:
         raise NextlabError(f"window {window} exceeds the model's context (block_size {model.cfg.block_size})")
     return dataclasses.replace(opts, kernel=kernel, window=window)
+
+
+def _unresolved(opts: CoderOptions, resolved: CoderOptions) -> str:
+    return ", ".join(k for k, v in vars(opts).items() if v != getattr(resolved, k))
 
 
 def _kernel_name(opts: CoderOptions) -> str:
@@ -312,7 +342,7 @@ def compress_bytes(
     if opts.problems():
         raise NextlabError("; ".join(opts.problems()))
     threads = opts.threads or torch.get_num_threads()
-    opts = resolve_kernel(model, opts)
+    opts = resolve_options(model, opts)
     t0 = time.perf_counter()
     tokens = tokenizer.encode_bytes(data)
     if tokenizer.decode_bytes(tokens) != data:
@@ -370,7 +400,7 @@ def _working_copy(model: GPT) -> GPT:
 
 
 def read_header(blob: bytes, source: str) -> dict:
-    return unpack(blob, source)[0]
+    return unpack(blob, source).header
 
 
 def decompress_bytes(
@@ -387,18 +417,23 @@ def decompress_bytes(
     damaged file, or a block that decodes differently on this machine.
     """
     t0 = time.perf_counter()
-    header, payload = unpack(blob, source)
+    header, payload, version = unpack(blob, source)
     try:
         mode, msec, lengths = header["mode"], header["model"], header["streams"]
-        # version-1 files predate the ring kernel: they name none and were all made with the model's forward
-        opts = CoderOptions(**{"kernel": "model", **header["options"]}, threads=int(header["threads"]))
+        options = dict(header["options"])
+        if version == 1:  # from before the ring kernel: every such file was made with the model's forward
+            options.setdefault("kernel", "model")
+        opts = CoderOptions(**options, threads=header["threads"])
         sums = base64.b64decode(header["block_checksums"], validate=True)
         checksums = [sums[i : i + 2] for i in range(0, len(sums), 2)]
         n, digest = int(header["original_length"]), header["sha256"]
     except (KeyError, TypeError, ValueError, binascii.Error) as e:
         raise NextlabError(f"{source}: malformed header ({e.__class__.__name__}: {e})") from None
-    if mode not in MODES or opts.problems() or opts.kernel == "auto":  # a file records the kernel that ran
-        raise NextlabError(f"{source}: malformed header (mode {mode!r}, kernel {opts.kernel!r}; {'; '.join(opts.problems())})")
+    problems = opts.problems() + ([] if mode == opts.mode else [f"mode {mode!r} but options' mode {opts.mode!r}"])
+    if opts.kernel == "auto":
+        problems.append("kernel 'auto' (a file records the kernel that ran)")
+    if problems:
+        raise NextlabError(f"{source}: malformed header ({'; '.join(problems)})")
     if "fresh" in msec:
         try:
             cfg = ModelConfig(**msec["fresh"]["config"])
@@ -408,18 +443,19 @@ def decompress_bytes(
     elif model is None:
         raise NextlabError(f"{source} was compressed with the model at {msec.get('source') or '(unknown)'}; pass it with -m")
     found = model_fingerprint(model, tokenizer)
-    try:
-        fits = resolve_kernel(model, opts) == opts
-    except NextlabError as e:  # a ring file with a model the ring cannot run
-        raise NextlabError(f"{source}: {e}") from None
-    if not fits:
-        raise NextlabError(f"{source}: malformed header (options {header['options']} leave the kernel unresolved)")
     if found != msec["fingerprint"]:
         what = "fresh model (this PyTorch initializes differently)" if "fresh" in msec else "model"
         raise NextlabError(
             f"{source}: wrong {what}: the file needs fingerprint {msec['fingerprint'][:16]}, got {found[:16]}"
             + (f" (compressed with {msec['source']})" if msec.get("source") else "")
         )
+    try:
+        resolved = resolve_options(model, opts)
+    except NextlabError as e:  # e.g. a window past the model's context
+        raise NextlabError(f"{source}: malformed header ({e})") from None
+    if resolved != opts:  # a 0 the encoder would have filled in
+        raise NextlabError(f"{source}: malformed header ({_unresolved(opts, resolved)} left at 0: a file records the "
+                           "values its coder ran with)")
     out = b""
     if lengths:
         decoder = constriction.stream.queue.RangeDecoder(payload)

@@ -35,6 +35,7 @@ import tempfile
 import warnings
 import zlib
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -48,6 +49,12 @@ _PREFIX = struct.Struct("<6sHI")  # magic, version, header length
 _DIGEST = 32
 
 
+class Container(NamedTuple):
+    header: dict
+    payload: np.ndarray  # the range coder's uint32 words
+    version: int
+
+
 def pack(header: dict, payload: np.ndarray, version: int = FORMAT_VERSION) -> bytes:
     """The container's bytes for a header and the coder's uint32 words (`version`: for tests of old files)."""
     head = zlib.compress(json.dumps(header, separators=(",", ":"), sort_keys=True).encode(), 9)
@@ -56,8 +63,9 @@ def pack(header: dict, payload: np.ndarray, version: int = FORMAT_VERSION) -> by
     return body + hashlib.sha256(body).digest()
 
 
-def unpack(blob: bytes, source: str) -> tuple[dict, np.ndarray]:
-    """Header and payload words of a container; every kind of damage is a NextlabError naming `source`."""
+def unpack(blob: bytes, source: str) -> Container:
+    """Header, payload words and format version of a container; every kind of damage is a NextlabError naming
+    `source`."""
     if len(blob) < len(MAGIC) or blob[: len(MAGIC)] != MAGIC:
         raise NextlabError(f"{source}: not a nextlab compressed file (bad magic bytes)")
     if len(blob) < _PREFIX.size + 8 + _DIGEST:
@@ -77,7 +85,7 @@ def unpack(blob: bytes, source: str) -> tuple[dict, np.ndarray]:
             raise ValueError("payload length does not match the file")
     except (ValueError, struct.error, zlib.error) as e:  # only reachable with a forged digest
         raise NextlabError(f"{source}: malformed container ({e})") from None
-    return header, np.frombuffer(body[start:], dtype="<u4").astype(np.uint32)
+    return Container(header, np.frombuffer(body[start:], dtype="<u4").astype(np.uint32), version)
 
 
 def write_atomic(path: str | Path, data: bytes, original: tuple[int, int] | None = None) -> None:

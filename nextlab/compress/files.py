@@ -188,7 +188,7 @@ def decompress_file(
     out = Path(out)
     blob, _ = _read(path)
     _check_output(out, force)
-    header, _ = unpack(blob, str(path))
+    header = unpack(blob, str(path)).header
     original = _recorded_attributes(header, str(path))
     model = tokenizer = None
     params = 0

@@ -4,11 +4,13 @@ The model's own forward with a KVCache (the "model" kernel) rebuilds its cache w
 fills, and spends a third of its step on small ops. This step computes the same model for
 the one case the coder has, every stream one token further, with less work:
 
-- a ring of `window` key/value slots per stream: slot = position % window. Attention sums
-  over a set of keys, so their order in memory does not matter; rotary positions are
-  relative, so a key keeps its absolute rotation and no cache is ever rebuilt. The model
-  sees the last `window` tokens at every step, a context it had in training (window <=
-  block_size), and never the long prefill a rebuild costs.
+- a ring of `window` key/value slots per stream and layer: slot = position % window.
+  Attention sums over a set of keys, so their order in memory does not matter; rotary
+  positions are relative, so a key keeps its absolute rotation and no cache is ever
+  rebuilt. Each layer attends to the last `window` positions (window <= block_size, a
+  span the model had in training); the keys cached there were computed from their own
+  windows, so deeper layers carry older context, up to n_layer * (window - 1) tokens
+  back. No step pays the long prefill a rebuild costs.
 - fused weights: one matmul for queries, keys and values, one for the MLP's gate and up
   projections; each RMSNorm's gain folded into the matmul after it, the attention scale
   into the query norm's gain; residual adds fused into the output matmuls (addmm).
@@ -22,6 +24,7 @@ positions stop at block_size.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +34,16 @@ from nextlab.model import GPT
 
 def supports(model: GPT) -> bool:
     return model.cfg.arch == "modern"
+
+
+class _Layer(NamedTuple):
+    """One block's fused weights, transposed for x @ w."""
+
+    qkv: torch.Tensor  # (n_embd, (H + 2 KV) hd): attn_norm's gain folded in
+    qk_gain: torch.Tensor | None  # (H + KV, hd): the q and k norms' gains, the attention scale in q's; None without qk-norm
+    o: torch.Tensor
+    gate_up: torch.Tensor  # mlp_norm's gain folded in
+    down: torch.Tensor
 
 
 class RingStep:
@@ -58,22 +71,21 @@ class RingStep:
         """Rebuild the fused weights from the model's (after an adaptive update changed them)."""
         cfg, m = self.cfg, self.model
         self.embed = m.embed_tokens.weight.detach().clone()
+        scale = 1.0 / math.sqrt(cfg.head_dim)
         self.layers = []
         for block in m.layers:
             a, mlp = block.attn, block.mlp
             qkv = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]) * block.attn_norm.weight
-            scale = 1.0 / math.sqrt(cfg.head_dim)
             if a.use_qk_norm:
-                q_gain, k_gain = a.q_norm.weight * scale, a.k_norm.weight.clone()
+                qk_gain = torch.cat([(a.q_norm.weight * scale).expand(cfg.n_head, -1),
+                                     a.k_norm.weight.expand(cfg.n_kv_head, -1)])
             else:  # no query norm: the scale goes into the query rows
                 qkv[: cfg.n_head * cfg.head_dim] *= scale
-                q_gain = k_gain = None
+                qk_gain = None
             gate_up = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]) * block.mlp_norm.weight
-            self.layers.append((qkv.t().contiguous(), q_gain, k_gain, a.o_proj.weight.t().contiguous(),
-                                gate_up.t().contiguous(), mlp.down_proj.weight.t().contiguous(),
-                                block.attn_norm.eps, block.mlp_norm.eps, a.q_norm.eps if a.use_qk_norm else 0.0))
+            self.layers.append(_Layer(qkv.t().contiguous(), qk_gain, a.o_proj.weight.t().contiguous(),
+                                      gate_up.t().contiguous(), mlp.down_proj.weight.t().contiguous()))
         self.head = (m.lm_head.weight * m.norm.weight).t().contiguous()
-        self.head_eps = m.norm.eps
 
     def _rotary(self) -> tuple[torch.Tensor, torch.Tensor]:
         angles = self.position * self.inv_freq
@@ -86,14 +98,14 @@ class RingStep:
         B, H, KV, hd = tokens.size(0), cfg.n_head, cfg.n_kv_head, cfg.head_dim
         slot, n = self.position % self.window, min(self.position + 1, self.window)
         cos, sin = self._rotary()
+        eps, half = cfg.norm_eps, hd // 2
         x = self.embed[tokens]
-        for i, (qkv_w, q_gain, k_gain, o_w, gu_w, down_w, eps1, eps2, qk_eps) in enumerate(self.layers):
-            qkv = _rms(x, eps1) @ qkv_w
+        for i, layer in enumerate(self.layers):
+            qkv = _rms(x, eps) @ layer.qkv
             qk = qkv[:, : (H + KV) * hd].view(B, H + KV, hd)
             v = qkv[:, (H + KV) * hd :].view(B, KV, hd)
-            if q_gain is not None:
-                qk = _rms(qk, qk_eps) * torch.cat([q_gain.expand(H, hd), k_gain.expand(KV, hd)])
-            half = hd // 2
+            if layer.qk_gain is not None:
+                qk = _rms(qk, eps) * layer.qk_gain
             qk = qk * cos + torch.cat([-qk[..., half:], qk[..., :half]], dim=-1) * sin
             q, k = qk[:, :H], qk[:, H:]
             keys, values = self.k[i], self.v[i]
@@ -102,11 +114,11 @@ class RingStep:
             keys, values = keys.view(B * KV, self.window, hd)[:, :n], values.view(B * KV, self.window, hd)[:, :n]
             scores = torch.bmm(q.reshape(B * KV, self.group, hd), keys.transpose(1, 2))
             y = torch.bmm(torch.softmax(scores, dim=-1), values)
-            x = torch.addmm(x, y.view(B, H * hd), o_w)
-            gate, up = (_rms(x, eps2) @ gu_w).chunk(2, dim=-1)
-            x = torch.addmm(x, F.silu(gate) * up, down_w)
+            x = torch.addmm(x, y.view(B, H * hd), layer.o)
+            gate, up = (_rms(x, eps) @ layer.gate_up).chunk(2, dim=-1)
+            x = torch.addmm(x, F.silu(gate) * up, layer.down)
         self.position += 1
-        return _rms(x, self.head_eps) @ self.head
+        return _rms(x, eps) @ self.head
 
 
 def _rms(x: torch.Tensor, eps: float) -> torch.Tensor:
