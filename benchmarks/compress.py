@@ -13,6 +13,9 @@ at 2 bytes per parameter), nextlab adaptive (starting from the same checkpoint),
 gzip -9, bzip2 -9 and xz -9e, and compress / decompress throughput. Every
 nextlab result is decompressed and compared with the original byte for byte.
 Trained models are kept under --runs and reused by later runs.
+
+--before also codes each file with the static coder as it was before the ring kernel (the model's own
+forward, 64 streams), right after the default one, and prints both rates and their ratio.
 """
 
 from __future__ import annotations
@@ -27,12 +30,15 @@ from pathlib import Path
 import torch
 
 from nextlab.checkpoint import load_checkpoint, resolve_checkpoint
+from nextlab.compress import CoderOptions, compress_bytes, decompress_bytes
 from nextlab.compress.files import measure_compression
 from nextlab.config import load_config
 from nextlab.data import stdlib_files
 from nextlab.train import train
 
 ENGLISH = ["alice29.txt", "asyoulik.txt", "lcet10.txt", "plrabn12.txt"]
+# The static coder before the ring kernel and 256 streams (issue 19), for --before.
+BEFORE = CoderOptions(mode="static", kernel="model", streams=64, min_stream_tokens=2048)
 MODEL = ["model.n_layer=4", "model.n_head=4", "model.n_embd=192", "model.block_size=256"]
 
 
@@ -71,13 +77,27 @@ def code_split(work: Path, target_bytes: int) -> tuple[Path, bytes]:
     return folder, b"".join(f.read_bytes() for f in held)[:target_bytes]
 
 
-def measure(name: str, data: bytes, checkpoint: Path, threads: int, modes: list[str]) -> dict:
+def measure(name: str, data: bytes, checkpoint: Path, threads: int, modes: list[str], before: bool) -> dict:
     ckpt = load_checkpoint(checkpoint)
     r = measure_compression(data, ckpt.model, ckpt.tokenizer, modes, threads)
     for mode, m in r["modes"].items():
         print(f"  {name} {mode}: {m['bits_per_byte']:.3f} bits/byte, coder overhead {100 * m['coder_overhead']:.3f}%, "
               f"{m['compress_kb_per_s']:.1f} / {m['decompress_kb_per_s']:.1f} KB/s")
+    if before:
+        r["before"] = static_before(data, ckpt, threads)
+        b = r["before"]
+        print(f"  {name} static before (model kernel, 64 streams): {b['bits_per_byte']:.3f} bits/byte, "
+              f"{b['compress_kb_per_s']:.1f} / {b['decompress_kb_per_s']:.1f} KB/s")
     return {"file": name, **r}
+
+
+def static_before(data: bytes, ckpt, threads: int) -> dict:
+    """Rate and speed of the BEFORE options, round trip checked."""
+    opts = CoderOptions(**{**vars(BEFORE), "threads": threads})
+    blob, st = compress_bytes(data, ckpt.model, ckpt.tokenizer, opts)
+    restored, dst = decompress_bytes(blob, ckpt.model, ckpt.tokenizer)
+    assert restored == data
+    return {"bits_per_byte": st.bits_per_byte, "compress_kb_per_s": st.kb_per_s, "decompress_kb_per_s": dst.kb_per_s}
 
 
 def print_table(rows: list[dict], modes: list[str]) -> None:
@@ -102,6 +122,12 @@ def print_table(rows: list[dict], modes: list[str]) -> None:
             f"{m} {'<' if ms[m]['bits_per_byte'] < base['bzip2 -9'] else '>='} bzip2 "
             f"({100 * (1 - ms[m]['bits_per_byte'] / base['xz -9e']):+.1f}% below xz), "
             f"coder overhead {100 * ms[m]['coder_overhead']:.3f}%" for m in modes))
+    for r in (r for r in rows if "before" in r and "static" in r["modes"]):
+        now, then = r["modes"]["static"], r["before"]
+        print(f"{r['file']}: static {now['bits_per_byte']:.3f} bits/byte against {then['bits_per_byte']:.3f} before "
+              f"({100 * (now['bits_per_byte'] / then['bits_per_byte'] - 1):+.2f}%), "
+              f"{now['compress_kb_per_s'] / then['compress_kb_per_s']:.2f}x / "
+              f"{now['decompress_kb_per_s'] / then['decompress_kb_per_s']:.2f}x the speed (compress / decompress)")
 
 
 def main() -> None:
@@ -114,6 +140,7 @@ def main() -> None:
     ap.add_argument("--modes", default="static,adaptive")
     ap.add_argument("--json", help="also write the rows to this file")
     ap.add_argument("--code-bytes", type=int, default=1_000_000)
+    ap.add_argument("--before", action="store_true", help="also time the static coder as it was before the ring kernel")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     data, runs = Path(args.data), Path(args.runs)
@@ -124,7 +151,7 @@ def main() -> None:
             if name == "stdlib":
                 folder, held = code_split(Path(tmp), args.code_bytes)
                 ckpt = train_model(runs / "stdlib", str(folder), args.steps, args.threads)
-                rows.append(measure(f"stdlib ({len(held) / 1e6:.1f} MB held out)", held, ckpt, args.threads, modes))
+                rows.append(measure(f"stdlib ({len(held) / 1e6:.1f} MB held out)", held, ckpt, args.threads, modes, args.before))
                 continue
             folder = Path(tmp) / f"minus_{name}"
             folder.mkdir()
@@ -133,7 +160,8 @@ def main() -> None:
                 if other != name:
                     (folder / other).symlink_to((data / "canterbury" / other).resolve())
             ckpt = train_model(runs / f"minus_{Path(name).stem}", str(folder), args.steps, args.threads)
-            rows.append(measure(name, (data / "canterbury" / name).read_bytes(), ckpt, args.threads, modes))
+            rows.append(measure(name, (data / "canterbury" / name).read_bytes(), ckpt, args.threads, modes,
+                                args.before))
     params = rows[0]["params"] if rows else 0
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

@@ -10,9 +10,10 @@ faster than one that streams from memory).
 
 Hot loops, each timed alone (best of --repeats, after a warm-up), with its FLOPs and bytes counted from the
 shapes: a training step (the demo model and 6 x 384, in the dtype training picks, the project's optimizers);
-batch-1 sampling (one decoding step with the context half full); the compressor's static step (64 streams,
-4 x 192), in its ring kernel (the default: the last block_size / 4 keys) and in the model kernel (the model's
-forward, its cache five eighths full on average), and its adaptive update (per 64 steps); a batched serving step
+batch-1 sampling (one decoding step with the context half full); the compressor's static step (4 x 192; B = streams)
+in the model kernel (the model's forward, its cache five eighths full on average; 64 streams, the old default) and
+in the ring kernel (the default: the last block_size / 4 keys) at 64 and at 256 streams (static mode's default),
+and its adaptive update (per 64 steps of 64 streams); a batched serving step
 (32 rows of the demo model). Bytes count the weights read once per step (and, for training, the gradients and
 optimizer state) plus the keys and values a step reads; activations are left out, so bytes are a floor.
 
@@ -113,7 +114,7 @@ def ring_step(model: GPT, rows: int, window: int, repeats: int) -> Loop:
     for _ in range(window):
         ring(tokens)
     seconds = best_seconds(lambda: ring(tokens), CPU, repeats)
-    return Loop(f"compressor static step, ring {window}", seconds, decode_flops(model, rows, window),
+    return Loop(f"compressor static, ring {window}, B{rows}", seconds, decode_flops(model, rows, window),
                 multiplying_weights(model) * 4 + kv_bytes(model, rows, window), torch.float32)
 
 
@@ -153,8 +154,9 @@ def main() -> None:
         training_step("train step, 6 x 384", wide, 16, args.repeats),
         decoding_step("sampling, batch 1, demo", demo_model, 1, demo.block_size // 2, args.repeats * 20),
         decoding_step("sampling, batch 1, 6 x 384", wide_model, 1, wide.block_size // 2, args.repeats * 20),
-        decoding_step("compressor static step, model kernel", coder_model, 64, 5 * coder.block_size // 8, args.repeats * 4),
+        decoding_step("compressor static, model kernel, B64", coder_model, 64, 5 * coder.block_size // 8, args.repeats * 4),
         ring_step(coder_model, 64, default_window(coder_model), args.repeats * 4),
+        ring_step(coder_model, 256, default_window(coder_model), args.repeats * 2),
         adaptive_update(coder_model.train(), 64, 64, args.repeats),
         decoding_step("serving step, 32 rows, demo", demo_model, 32, 48, args.repeats * 20),
     ]
