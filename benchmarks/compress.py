@@ -37,7 +37,7 @@ from nextlab.data import stdlib_files
 from nextlab.train import train
 
 ENGLISH = ["alice29.txt", "asyoulik.txt", "lcet10.txt", "plrabn12.txt"]
-# The static coder before the ring kernel and 256 streams (issue 19), for --before.
+# The static coder before the ring kernel and 512 streams (issue 19), for --before.
 BEFORE = CoderOptions(mode="static", kernel="model", streams=64, min_stream_tokens=2048)
 MODEL = ["model.n_layer=4", "model.n_head=4", "model.n_embd=192", "model.block_size=256"]
 

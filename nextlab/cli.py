@@ -722,7 +722,7 @@ def _add_compress(sub) -> None:
     z.add_argument("-o", "--output", help="output file (default INPUT.nxz)")
     z.add_argument("--mode", choices=("static", "adaptive"), help="static: fixed weights; adaptive: keep learning while coding "
                    "(default: static with a checkpoint, adaptive with -m none)")
-    z.add_argument("--streams", type=int, help="most parallel streams (default 256 static, 64 adaptive; 16 with -m none)")
+    z.add_argument("--streams", type=int, help="most parallel streams (default 512 static, 64 adaptive; 16 with -m none)")
     z.add_argument("--block-steps", type=int, help="steps per checksummed block and per adaptive update (default 64; 16 with -m none)")
     z.add_argument("--lr", type=float, help="adaptive: Adam learning rate (default 2e-3; 8e-3 with -m none)")
     z.add_argument("--train-window", type=int, help="adaptive: newest tokens per stream in each update (default 64; 32 with -m none)")

@@ -8,7 +8,7 @@ shapes, kernels, dtype (fp32) and thread count. The encoder never scores the
 input with a teacher-forced pass.
 
 - The input is tokenized losslessly (`encode_bytes`) and cut into B contiguous
-  streams, stepped together as one batch: B tokens per step (static: up to 256,
+  streams, stepped together as one batch: B tokens per step (static: up to 512,
   since a wider batch costs less per token; adaptive: up to 64, since its updates come
   once per block of every stream, and fewer updates per byte learn less). The step is one of two
   kernels, recorded in the file: `ring` (ring.py; modern models) keeps the last
@@ -48,10 +48,11 @@ from nextlab.model import GPT, ModelConfig
 from nextlab.tokenizer import ByteTokenizer, Tokenizer
 
 MODES = ("static", "adaptive")
-# Each mode's (streams, min_stream_tokens) when the options leave them 0. Static: on benchmarks/compress.py's
-# files, 256 streams coded 0.1-0.5% larger than 64 and 1.3-1.4x faster. Adaptive: 256 streams update a quarter
-# as often per byte, and alice29 coded 12% larger.
-STREAM_DEFAULTS = {"static": (256, 512), "adaptive": (64, 2048)}
+# Each mode's (streams, min_stream_tokens) when the options leave them 0. Static: a wider step costs less per
+# token (ring kernel, 2 cores: 12.5 tokens/ms at 512 streams, 7-8 at 64), and on benchmarks/compress.py's alice29
+# and stdlib files 512 streams coded 0.5% larger than 64. Adaptive: more streams update less often per byte (at
+# 256 streams alice29 coded 12% larger).
+STREAM_DEFAULTS = {"static": (512, 512), "adaptive": (64, 2048)}
 KERNELS = ("ring", "model")
 # The model `-m none` builds: small enough to learn fast while it codes.
 FRESH_MODEL = ModelConfig(vocab_size=257, block_size=256, n_layer=4, n_head=4, n_embd=128)
