@@ -203,7 +203,7 @@ def test_kernels_compute_different_floats_and_files_record_theirs(tiny):
     ring, _ = compress_bytes(data, tiny.model, tiny.tokenizer, CoderOptions(**OPTS))
     header, payload, _ = unpack(ring, "x")
     assert header["options"]["kernel"] == "ring"
-    assert header["options"]["window"] == tiny.model.cfg.block_size // 4
+    assert header["options"]["window"] == tiny.model.cfg.block_size // 2
     header["options"].update(kernel="model", window=0)  # the same payload, decoded with the other kernel's floats
     with pytest.raises(NextlabError, match="decodes differently"):
         decompress_bytes(pack(header, payload), tiny.model, tiny.tokenizer)
@@ -413,7 +413,7 @@ def test_options_are_recorded(packed, tiny):
     assert header["threads"] == 1 and header["options"]["block_steps"] == 8
     assert "Categorical(perfect=False)" in header["coder"]
     assert len(base64.b64decode(header["block_checksums"])) == 2 * -(-header["streams"][0] // 8)
-    resolved = CoderOptions(**OPTS, kernel="ring", window=tiny.model.cfg.block_size // 4)  # what "auto" and 0 became
+    resolved = CoderOptions(**OPTS, kernel="ring", window=tiny.model.cfg.block_size // 2)  # what "auto" and 0 became
     assert dataclasses.asdict(CoderOptions(**header["options"], threads=1)) == dataclasses.asdict(resolved)
 
 
