@@ -12,7 +12,7 @@ Hot loops, each timed alone (best of --repeats, after a warm-up), with its FLOPs
 shapes: a training step (the demo model and 6 x 384, in the dtype training picks, the project's optimizers);
 batch-1 sampling (one decoding step with the context half full); the compressor's static step (4 x 192; B = streams)
 in the model kernel (the model's forward, its cache five eighths full on average; 64 streams, the old default) and
-in the ring kernel (the default: the last block_size / 4 keys) at 64 and at 512 streams (static mode's default),
+in the ring kernel (the default: the last block_size / 2 keys) at 64 and at 512 streams (static mode's default),
 and its adaptive update (per 64 steps of 64 streams); a batched serving step
 (32 rows of the demo model). Bytes count the weights read once per step (and, for training, the gradients and
 optimizer state) plus the keys and values a step reads; activations are left out, so bytes are a floor.
@@ -155,8 +155,8 @@ def main() -> None:
         decoding_step("sampling, batch 1, demo", demo_model, 1, demo.block_size // 2, args.repeats * 20),
         decoding_step("sampling, batch 1, 6 x 384", wide_model, 1, wide.block_size // 2, args.repeats * 20),
         decoding_step("compressor static, model kernel, B64", coder_model, 64, 5 * coder.block_size // 8, args.repeats * 4),
-        ring_step(coder_model, 64, default_window(coder_model), args.repeats * 4),
-        ring_step(coder_model, 512, default_window(coder_model), args.repeats * 2),
+        ring_step(coder_model, 64, default_window(coder_model, "static"), args.repeats * 4),
+        ring_step(coder_model, 512, default_window(coder_model, "static"), args.repeats * 2),
         adaptive_update(coder_model.train(), 64, 64, args.repeats),
         decoding_step("serving step, 32 rows, demo", demo_model, 32, 48, args.repeats * 20),
     ]

@@ -731,7 +731,7 @@ def _add_compress(sub) -> None:
                    "the last --ring-window keys, never rebuilt), model (the model's own forward, any model); default auto = ring "
                    "where it runs")
     z.add_argument("--ring-window", dest="window", type=int,
-                   help="ring kernel: tokens of context per stream and layer (default half of block_size)")
+                   help="ring kernel: tokens of context per stream and layer (default half of block_size static, a quarter adaptive)")
     z.add_argument("--seed", type=int, default=0, help="seed of the fresh model with -m none")
     z.add_argument("--stats", action="store_true", help="print ideal code length, coder overhead, throughput, gzip/bzip2/xz")
     z.add_argument("-f", "--force", action="store_true", help="overwrite the output")

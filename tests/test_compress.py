@@ -276,15 +276,17 @@ def test_ring_kernel_needs_a_modern_model_and_a_window_it_has():
         compress_bytes(data, gpt2, tok, CoderOptions(window=8, **OPTS))  # auto: the model kernel, which has no window
 
 
-def test_stream_defaults_depend_on_the_mode(small):
+def test_stream_and_window_defaults_depend_on_the_mode(tiny):
     from nextlab.compress.coder import STREAM_DEFAULTS, resolve_options
 
-    model, _ = small
-    for mode in ("static", "adaptive"):
+    model = tiny.model
+    for mode, window in (("static", model.cfg.block_size // 2), ("adaptive", model.cfg.block_size // 4)):
         opts = resolve_options(model, CoderOptions(mode=mode))
         assert (opts.streams, opts.min_stream_tokens) == STREAM_DEFAULTS[mode]
+        assert (opts.kernel, opts.window) == ("ring", window)
     assert STREAM_DEFAULTS["static"][0] > STREAM_DEFAULTS["adaptive"][0]  # adaptive updates once per block of every stream
-    assert resolve_options(model, CoderOptions(streams=3, min_stream_tokens=5)).streams == 3
+    given = resolve_options(model, CoderOptions(streams=3, min_stream_tokens=5, window=5))
+    assert (given.streams, given.min_stream_tokens, given.window) == (3, 5, 5)
 
 
 # --- files and the command line ----------------------------------------------------------------

@@ -66,7 +66,7 @@ class CoderOptions:
     block_steps: int = 64  # steps per block: one checksum, and one update in adaptive mode
     threads: int = 0  # 0 = PyTorch's current setting; recorded, and the decoder uses the same
     kernel: str = "auto"  # "ring" (modern models), "model" (any model) or "auto" (ring where it runs); see ring.py
-    window: int = 0  # ring kernel: the tokens of context each stream keeps (0 = half the model's block_size)
+    window: int = 0  # ring kernel: the tokens of context each stream keeps (0 = half the model's block_size, a quarter adaptive)
     lr: float = 2e-3  # adaptive: Adam learning rate
     train_window: int = 64  # adaptive: tokens per stream in each update (the newest ones)
     grad_clip: float = 1.0
@@ -203,12 +203,14 @@ class _RingKernel:
         self.step.refresh()  # the fused weights, from the model's updated ones
 
 
-def default_window(model: GPT) -> int:
-    """Half the model's context. The model kernel sees between a quarter and all of it (a rebuild keeps the last
-    quarter), 160 of 256 tokens on average; with benchmarks/compress.py's models and 512 streams, the stdlib test
-    file codes 3.2% larger than with the model kernel at a 64-token window, 1.4% at 96 and 0.7% at 128, while each
-    key read costs time (18.7, 16.7 and 15.0 KB/s)."""
-    return max(1, model.cfg.block_size // 2)
+def default_window(model: GPT, mode: str) -> int:
+    """Static: half the model's context. The model kernel sees between a quarter and all of it (a rebuild keeps the
+    last quarter), 160 of 256 tokens on average; with benchmarks/compress.py's models and 512 streams, the stdlib
+    test file codes 3.2% larger than with the model kernel at a 64-token window, 1.4% at 96 and 0.7% at 128, while
+    each key read costs time (18.7, 16.7 and 15.0 KB/s). Adaptive: a quarter, since a model that keeps learning
+    needs less context (alice29 coded 1.0% smaller at 64 than at 128, the stdlib file 0.2% larger) and its time
+    goes to the updates, so each step's key reads weigh more."""
+    return max(1, model.cfg.block_size // (2 if mode == "static" else 4))
 
 
 def resolve_options(model: GPT, opts: CoderOptions) -> CoderOptions:
@@ -224,7 +226,7 @@ def resolve_options(model: GPT, opts: CoderOptions) -> CoderOptions:
         return dataclasses.replace(opts, kernel=kernel)
     if not ring_supports(model):
         raise NextlabError("the ring kernel runs modern models only (rotary positions); use kernel 'model'")
-    window = opts.window or default_window(model)
+    window = opts.window or default_window(model, opts.mode)
     if window > model.cfg.block_size:
         raise NextlabError(f"window {window} exceeds the model's context (block_size {model.cfg.block_size})")
     return dataclasses.replace(opts, kernel=kernel, window=window)
