@@ -208,7 +208,7 @@ def default_window(model: GPT, mode: str) -> int:
     last quarter), 160 of 256 tokens on average; with benchmarks/compress.py's models and 512 streams, the stdlib
     test file codes 3.2% larger than with the model kernel at a 64-token window, 1.4% at 96 and 0.7% at 128, while
     each key read costs time (18.7, 16.7 and 15.0 KB/s). Adaptive: a quarter, since a model that keeps learning
-    needs less context (alice29 coded 1.0% smaller at 64 than at 128, the stdlib file 0.2% larger) and its time
+    needs less context (alice29 coded 0.5% smaller at 64 than at 128, the stdlib file 0.1% smaller) and its time
     goes to the updates, so each step's key reads weigh more."""
     return max(1, model.cfg.block_size // (2 if mode == "static" else 4))
 
