@@ -277,14 +277,14 @@ def test_ring_kernel_needs_a_modern_model_and_a_window_it_has():
 
 
 def test_stream_and_window_defaults_depend_on_the_mode(tiny):
-    from nextlab.compress.coder import STREAM_DEFAULTS, resolve_options
+    from nextlab.compress.coder import MODE_DEFAULTS, resolve_options
 
     model = tiny.model
     for mode, window in (("static", model.cfg.block_size // 2), ("adaptive", model.cfg.block_size // 4)):
         opts = resolve_options(model, CoderOptions(mode=mode))
-        assert (opts.streams, opts.min_stream_tokens) == STREAM_DEFAULTS[mode]
+        assert (opts.streams, opts.min_stream_tokens) == MODE_DEFAULTS[mode][:2]
         assert (opts.kernel, opts.window) == ("ring", window)
-    assert STREAM_DEFAULTS["static"][0] > STREAM_DEFAULTS["adaptive"][0]  # adaptive updates once per block of every stream
+    assert MODE_DEFAULTS["static"].streams > MODE_DEFAULTS["adaptive"].streams  # adaptive updates once per block of every stream
     given = resolve_options(model, CoderOptions(streams=3, min_stream_tokens=5, window=5))
     assert (given.streams, given.min_stream_tokens, given.window) == (3, 5, 5)
 

@@ -34,6 +34,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import constriction
 import numpy as np
@@ -48,11 +49,20 @@ from nextlab.model import GPT, ModelConfig
 from nextlab.tokenizer import ByteTokenizer, Tokenizer
 
 MODES = ("static", "adaptive")
-# Each mode's (streams, min_stream_tokens) when the options leave them 0. Static: a wider step costs less per
-# token (ring kernel, 2 cores: 12.5 tokens/ms at 512 streams, 7-8 at 64), and on benchmarks/compress.py's alice29
-# and stdlib files 512 streams coded 0.5% larger than 64. Adaptive: more streams update less often per byte (at
-# 256 streams alice29 coded 12% larger).
-STREAM_DEFAULTS = {"static": (512, 512), "adaptive": (64, 2048)}
+
+
+class ModeDefaults(NamedTuple):
+    """What a mode's options become where they leave 0."""
+
+    streams: int
+    min_stream_tokens: int
+    window_divisor: int  # the ring kernel's window: block_size // this (see default_window)
+
+
+# Static: a wider step costs less per token (ring kernel, 2 cores: 12.5 tokens/ms at 512 streams, 7-8 at 64), and
+# on benchmarks/compress.py's alice29 and stdlib files 512 streams coded 0.5% larger than 64. Adaptive: more
+# streams update less often per byte (at 256 streams alice29 coded 12% larger).
+MODE_DEFAULTS = {"static": ModeDefaults(512, 512, 2), "adaptive": ModeDefaults(64, 2048, 4)}
 KERNELS = ("ring", "model")
 # The model `-m none` builds: small enough to learn fast while it codes.
 FRESH_MODEL = ModelConfig(vocab_size=257, block_size=256, n_layer=4, n_head=4, n_embd=128)
@@ -61,7 +71,7 @@ FRESH_MODEL = ModelConfig(vocab_size=257, block_size=256, n_layer=4, n_head=4, n
 @dataclass
 class CoderOptions:
     mode: str = "static"  # "static" or "adaptive"
-    streams: int = 0  # at most this many streams coded in parallel (0 = the mode's default, STREAM_DEFAULTS)
+    streams: int = 0  # at most this many streams coded in parallel (0 = the mode's default, MODE_DEFAULTS)
     min_stream_tokens: int = 0  # shorter inputs use fewer streams, each starting cold (0 = the mode's default)
     block_steps: int = 64  # steps per block: one checksum, and one update in adaptive mode
     threads: int = 0  # 0 = PyTorch's current setting; recorded, and the decoder uses the same
@@ -210,15 +220,16 @@ def default_window(model: GPT, mode: str) -> int:
     each key read costs time (18.7, 16.7 and 15.0 KB/s). Adaptive: a quarter, since a model that keeps learning
     needs less context (alice29 coded 0.5% smaller at 64 than at 128, the stdlib file 0.1% smaller) and its time
     goes to the updates, so each step's key reads weigh more."""
-    return max(1, model.cfg.block_size // (2 if mode == "static" else 4))
+    return max(1, model.cfg.block_size // MODE_DEFAULTS[mode].window_divisor)
 
 
 def resolve_options(model: GPT, opts: CoderOptions) -> CoderOptions:
     """The options as the coder runs them and the header records them: the mode's stream defaults, the kernel
     ("auto" is the ring wherever it can run) and the ring's window (0 = the default, at most the model's
     block_size) filled in."""
-    streams, min_tokens = STREAM_DEFAULTS[opts.mode]
-    opts = dataclasses.replace(opts, streams=opts.streams or streams, min_stream_tokens=opts.min_stream_tokens or min_tokens)
+    defaults = MODE_DEFAULTS[opts.mode]
+    opts = dataclasses.replace(opts, streams=opts.streams or defaults.streams,
+                               min_stream_tokens=opts.min_stream_tokens or defaults.min_stream_tokens)
     kernel = ("ring" if ring_supports(model) else "model") if opts.kernel == "auto" else opts.kernel
     if kernel == "model":
         if opts.window:  # "auto" on a model the ring cannot run (problems() refuses kernel "model" with a window)
