@@ -1,6 +1,7 @@
 """Compression: byte-exact round trips in both modes, the container's checks, the coder's overhead."""
 
 import base64
+import copy
 import dataclasses
 import hashlib
 import os
@@ -76,10 +77,11 @@ def test_roundtrip_utf8_text_checkpoint(tiny, mode, text):
     [b"", b"x", b"\x00", os.urandom(5000), make_text(60).encode(), "naïve 日本語 ✓ \U0001f600 <|endoftext|>".encode() * 20],
     ids=["empty", "one-byte", "nul", "random-binary", "text", "unicode"],
 )
-@pytest.mark.parametrize("kernel", ["ring", "model"])
-def test_roundtrip_cases(tiny, mode, data, kernel):
-    blob, _ = roundtrip(data, tiny.model, tiny.tokenizer, mode, kernel=kernel)
-    assert read_header(blob, "x")["options"]["kernel"] == kernel
+@pytest.mark.parametrize("kernel, dtype", [("ring", "float32"), ("ring", "bfloat16"), ("model", "float32")],
+                         ids=["ring-fp32", "ring-bf16", "model"])
+def test_roundtrip_cases(tiny, mode, data, kernel, dtype):
+    blob, _ = roundtrip(data, tiny.model, tiny.tokenizer, mode, kernel=kernel, dtype=dtype)
+    assert (read_header(blob, "x")["options"]["kernel"], read_header(blob, "x")["options"]["dtype"]) == (kernel, dtype)
 
 
 def test_unseen_characters_with_a_chars_model(chars_checkpoint):
@@ -196,17 +198,37 @@ def test_ring_past_its_window_sees_the_last_window_tokens(kv_heads, qk_norm):
             torch.testing.assert_close(logits, model(x[:, t + 1 - window : t + 1])[0][:, -1], atol=1e-5, rtol=1e-5)
 
 
-def test_kernels_compute_different_floats_and_files_record_theirs(tiny):
+def test_ring_step_in_bfloat16_stays_close_to_the_model():
+    """bf16 weights and keys move each logit by a few percent of the logits' spread at most (a wrong key or
+    position moves them by about the spread itself)."""
+    cfg = ModelConfig(vocab_size=257, n_layer=2, n_head=4, n_kv_head=2, n_embd=64, block_size=32)
+    model = _jittered(cfg)
+    x = torch.randint(0, 257, (3, 32))
+    ring = RingStep(model, streams=3, window=32, dtype=torch.bfloat16)
+    stepped = torch.stack([ring(x[:, t]) for t in range(32)], dim=1)
+    with torch.no_grad():
+        exact = model(x)[0]
+    assert stepped.dtype == torch.float32 and ring.k.dtype == torch.bfloat16
+    assert 0 < (stepped - exact).abs().max() < 0.05 * exact.std()
+    with pytest.raises(ValueError, match="dtype must be torch.float32 or torch.bfloat16"):
+        RingStep(model, streams=1, window=4, dtype=torch.float16)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_kernels_compute_different_floats_and_files_record_theirs(tiny, dtype):
     from nextlab.compress.container import pack, unpack
 
     data = make_text(40).encode()
-    ring, _ = compress_bytes(data, tiny.model, tiny.tokenizer, CoderOptions(**OPTS))
+    ring, _ = compress_bytes(data, tiny.model, tiny.tokenizer, CoderOptions(dtype=dtype, **OPTS))
     header, payload, _ = unpack(ring, "x")
-    assert header["options"]["kernel"] == "ring"
+    assert (header["options"]["kernel"], header["options"]["dtype"]) == ("ring", dtype)
     assert header["options"]["window"] == tiny.model.cfg.block_size // 2
-    header["options"].update(kernel="model", window=0)  # the same payload, decoded with the other kernel's floats
-    with pytest.raises(NextlabError, match="decodes differently"):
-        decompress_bytes(pack(header, payload), tiny.model, tiny.tokenizer)
+    other = "bfloat16" if dtype == "float32" else "float32"
+    for change in (dict(kernel="model", window=0, dtype="float32"), dict(dtype=other)):
+        forged = copy.deepcopy(header)
+        forged["options"].update(change)  # the same payload, decoded with other floats
+        with pytest.raises(NextlabError, match="decodes differently"):
+            decompress_bytes(pack(forged, payload), tiny.model, tiny.tokenizer)
 
 
 @pytest.mark.parametrize("change, match", [
@@ -219,7 +241,12 @@ def test_kernels_compute_different_floats_and_files_record_theirs(tiny):
     (lambda o: o.update(window=None, lr="fast"), r"window must be int, got None; lr must be float, got 'fast'"),
     (lambda o: o.update(kernel="model"), r"window \d+ is for the ring kernel"),
     (lambda o: o.update(mode="adaptive"), r"mode 'static' but options' mode 'adaptive'"),
-], ids=["auto", "no-kernel", "window-0", "streams-0", "window-too-long", "window-str", "types", "model-with-window", "modes-disagree"])
+    (lambda o: o.update(dtype="auto"), r"dtype 'auto' \(a file records the dtype that ran"),
+    (lambda o: o.pop("dtype"), r"dtype 'auto'"),  # version 3 names its dtype
+    (lambda o: o.update(dtype="float16"), r"dtype must be one of auto, float32, bfloat16, got 'float16'"),
+    (lambda o: o.update(kernel="model", window=0, dtype="bfloat16"), r"dtype bfloat16 is for the ring kernel"),
+], ids=["auto", "no-kernel", "window-0", "streams-0", "window-too-long", "window-str", "types", "model-with-window", "modes-disagree",
+        "dtype-auto", "no-dtype", "dtype-fp16", "model-in-bf16"])
 def test_forged_kernel_options_are_refused(packed, tiny, tmp_path, change, match):
     _, nxz = packed
     bad = _repacked(nxz, tmp_path / "bad.nxz", lambda h: change(h["options"]))
@@ -254,6 +281,31 @@ def test_version_1_file_decodes_with_the_model_kernel(tiny):
     old = pack(header, payload, version=1)
     assert struct.unpack_from("<H", old, 6) == (1,)
     assert decompress_bytes(old, tiny.model, tiny.tokenizer)[0] == data
+
+
+def test_version_2_file_decodes_in_float32(tiny):
+    """What nextlab wrote before the bfloat16 ring: a version-2 container whose options name no dtype."""
+    from nextlab.compress.container import pack, unpack
+
+    data = make_text(40).encode()
+    blob, _ = compress_bytes(data, tiny.model, tiny.tokenizer, CoderOptions(dtype="float32", **OPTS))
+    header, payload, _ = unpack(blob, "x")
+    header["options"].pop("dtype")
+    old = pack(header, payload, version=2)
+    assert decompress_bytes(old, tiny.model, tiny.tokenizer)[0] == data
+
+
+def test_auto_dtype_is_bfloat16_only_where_the_cpu_has_bf16_dot_products(tiny, monkeypatch):
+    import nextlab.compress.coder as coder
+
+    for native, dtype in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(coder, "native_bf16", lambda: native)
+        assert coder.resolve_options(tiny.model, CoderOptions()).dtype == dtype
+        assert coder.resolve_options(tiny.model, CoderOptions(kernel="model")).dtype == "float32"
+        assert coder.resolve_options(tiny.model, CoderOptions(dtype="float32")).dtype == "float32"
+    gpt2 = GPT(ModelConfig(arch="gpt2", vocab_size=257, n_layer=1, n_head=2, n_embd=32, block_size=16)).eval()
+    with pytest.raises(NextlabError, match="dtype bfloat16 is for the ring kernel, which runs modern models only"):
+        compress_bytes(b"abc", gpt2, ByteTokenizer(), CoderOptions(dtype="bfloat16", **OPTS))
 
 
 def test_ring_kernel_needs_a_modern_model_and_a_window_it_has():
@@ -415,7 +467,10 @@ def test_options_are_recorded(packed, tiny):
     assert header["threads"] == 1 and header["options"]["block_steps"] == 8
     assert "Categorical(perfect=False)" in header["coder"]
     assert len(base64.b64decode(header["block_checksums"])) == 2 * -(-header["streams"][0] // 8)
-    resolved = CoderOptions(**OPTS, kernel="ring", window=tiny.model.cfg.block_size // 2)  # what "auto" and 0 became
+    from nextlab.compress.coder import native_bf16
+
+    dtype = "bfloat16" if native_bf16() else "float32"
+    resolved = CoderOptions(**OPTS, kernel="ring", window=tiny.model.cfg.block_size // 2, dtype=dtype)  # what "auto" and 0 became
     assert dataclasses.asdict(CoderOptions(**header["options"], threads=1)) == dataclasses.asdict(resolved)
 
 

@@ -4,7 +4,7 @@ A range coder (constriction) spends -log2 p(token) bits on each token, so the
 compressed size is the model's cross-entropy on the input. The decoder can
 only compute one step at a time, so the encoder computes every distribution
 the way the decoder will: the same stepping loop (`_lockstep`), the same batch
-shapes, kernels, dtype (fp32) and thread count. The encoder never scores the
+shapes, kernels, dtype and thread count. The encoder never scores the
 input with a teacher-forced pass.
 
 - The input is tokenized losslessly (`encode_bytes`) and cut into B contiguous
@@ -13,7 +13,8 @@ input with a teacher-forced pass.
   once per block of every stream, and fewer updates per byte learn less). The step is one of two
   kernels, recorded in the file: `ring` (ring.py; modern models) keeps the last
   `window` keys of each stream in a ring and is never rebuilt; `model` is the model's
-  own forward with a KVCache, rebuilt from the last quarter context when full.
+  own forward with a KVCache, rebuilt from the last quarter context when full. The ring
+  runs in bfloat16 where the CPU has bf16 dot products (`dtype`, also recorded), else fp32.
 - Every `block_steps` steps ends a block: its tokens get a checksum, so a decoder
   whose floats differ from the encoder's stops at the first bad block.
 - `static`: the weights stay fixed (Deletang et al., 2024).
@@ -64,6 +65,7 @@ class ModeDefaults(NamedTuple):
 # streams update less often per byte (at 256 streams alice29 coded 12% larger).
 MODE_DEFAULTS = {"static": ModeDefaults(512, 512, 2), "adaptive": ModeDefaults(64, 2048, 4)}
 KERNELS = ("ring", "model")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 # The model `-m none` builds: small enough to learn fast while it codes.
 FRESH_MODEL = ModelConfig(vocab_size=257, block_size=256, n_layer=4, n_head=4, n_embd=128)
 
@@ -77,6 +79,7 @@ class CoderOptions:
     threads: int = 0  # 0 = PyTorch's current setting; recorded, and the decoder uses the same
     kernel: str = "auto"  # "ring" (modern models), "model" (any model) or "auto" (ring where it runs); see ring.py
     window: int = 0  # ring kernel: the tokens of context each stream keeps (0 = half the model's block_size, a quarter adaptive)
+    dtype: str = "auto"  # ring kernel: "float32", "bfloat16" or "auto" (bfloat16 where the CPU has bf16 dot products)
     lr: float = 2e-3  # adaptive: Adam learning rate
     train_window: int = 64  # adaptive: tokens per stream in each update (the newest ones)
     grad_clip: float = 1.0
@@ -99,8 +102,12 @@ class CoderOptions:
                 out.append(f"{name} must be at least 0 (0 = the mode's default), got {getattr(self, name)}")
         if self.window < 0:
             out.append(f"window must be at least 0 (0 = the default), got {self.window}")
+        if self.dtype not in tuple(DTYPES) + ("auto",):
+            out.append(f"dtype must be one of auto, {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.kernel == "model" and self.window:
             out.append(f"window {self.window} is for the ring kernel; the model kernel keeps the model's own context")
+        if self.kernel == "model" and self.dtype == "bfloat16":
+            out.append("dtype bfloat16 is for the ring kernel; the model kernel runs in float32")
         if self.threads < 0:
             out.append(f"threads must be at least 0 (0 = current setting), got {self.threads}")
         if not self.lr > 0:
@@ -203,8 +210,8 @@ class _ModelKernel:
 class _RingKernel:
     """RingStep (ring.py): the last `window` tokens of every stream, never rebuilt."""
 
-    def __init__(self, model: GPT, hist: torch.Tensor, window: int) -> None:
-        self.hist, self.step = hist, RingStep(model, hist.size(0), window)
+    def __init__(self, model: GPT, hist: torch.Tensor, window: int, dtype: str) -> None:
+        self.hist, self.step = hist, RingStep(model, hist.size(0), window, DTYPES[dtype])
 
     def __call__(self, end: int) -> torch.Tensor:
         return self.step(self.hist[:, end - 1])
@@ -223,10 +230,17 @@ def default_window(model: GPT, mode: str) -> int:
     return max(1, model.cfg.block_size // MODE_DEFAULTS[mode].window_divisor)
 
 
+def native_bf16() -> bool:
+    """Whether this CPU has bf16 dot products (AVX512-BF16), where a bf16 matmul runs at about twice fp32's
+    rate. Without them PyTorch emulates bf16, several times slower than fp32 (measured on an AVX2 machine)."""
+    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    return bool(check and check())
+
+
 def resolve_options(model: GPT, opts: CoderOptions) -> CoderOptions:
     """The options as the coder runs them and the header records them: the mode's stream defaults, the kernel
-    ("auto" is the ring wherever it can run) and the ring's window (0 = the default, at most the model's
-    block_size) filled in."""
+    ("auto" is the ring wherever it can run), the ring's window (0 = the default, at most the model's
+    block_size) and dtype ("auto" is bfloat16 on a CPU with bf16 dot products) filled in."""
     defaults = MODE_DEFAULTS[opts.mode]
     opts = dataclasses.replace(opts, streams=opts.streams or defaults.streams,
                                min_stream_tokens=opts.min_stream_tokens or defaults.min_stream_tokens)
@@ -234,13 +248,16 @@ def resolve_options(model: GPT, opts: CoderOptions) -> CoderOptions:
     if kernel == "model":
         if opts.window:  # "auto" on a model the ring cannot run (problems() refuses kernel "model" with a window)
             raise NextlabError(f"window {opts.window} is for the ring kernel, which runs modern models only (rotary positions)")
-        return dataclasses.replace(opts, kernel=kernel)
+        if opts.dtype == "bfloat16":
+            raise NextlabError("dtype bfloat16 is for the ring kernel, which runs modern models only (rotary positions)")
+        return dataclasses.replace(opts, kernel=kernel, dtype="float32")
     if not ring_supports(model):
         raise NextlabError("the ring kernel runs modern models only (rotary positions); use kernel 'model'")
     window = opts.window or default_window(model, opts.mode)
     if window > model.cfg.block_size:
         raise NextlabError(f"window {window} exceeds the model's context (block_size {model.cfg.block_size})")
-    return dataclasses.replace(opts, kernel=kernel, window=window)
+    dtype = opts.dtype if opts.dtype != "auto" else "bfloat16" if native_bf16() else "float32"
+    return dataclasses.replace(opts, kernel=kernel, window=window, dtype=dtype)
 
 
 def _unresolved(opts: CoderOptions, resolved: CoderOptions) -> str:
@@ -248,7 +265,7 @@ def _unresolved(opts: CoderOptions, resolved: CoderOptions) -> str:
 
 
 def _kernel_name(opts: CoderOptions) -> str:
-    return f"ring, window {opts.window}" if opts.kernel == "ring" else opts.kernel
+    return f"ring, window {opts.window}, {opts.dtype}" if opts.kernel == "ring" else opts.kernel
 
 
 def _update(model: GPT, optimizer, hist: torch.Tensor, end: int, rows: int, opts: CoderOptions) -> None:
@@ -285,7 +302,7 @@ def _lockstep(
     optimizer = None
     if opts.mode == "adaptive":
         optimizer = torch.optim.Adam(model.parameters(), lr=opts.lr, betas=(0.9, 0.99), foreach=False)
-    kernel = _RingKernel(model, hist, opts.window) if opts.kernel == "ring" else _ModelKernel(model, hist)
+    kernel = _RingKernel(model, hist, opts.window, opts.dtype) if opts.kernel == "ring" else _ModelKernel(model, hist)
     logits = kernel(1)
     active = B
     block_start = 0
@@ -371,7 +388,6 @@ def compress_bytes(
         "coder": "constriction.stream.queue.RangeEncoder, Categorical(perfect=False), float64 softmax",
         "options": {k: v for k, v in vars(opts).items() if k != "threads"},
         "threads": threads,
-        "dtype": "float32",
         "streams": lengths,
         **(extra_header or {}),
     }
@@ -438,6 +454,8 @@ def decompress_bytes(
         options = dict(header["options"])
         if version == 1:  # from before the ring kernel: every such file was made with the model's forward
             options.setdefault("kernel", "model")
+        if version <= 2:  # from before the bfloat16 ring: every kernel ran in float32
+            options.setdefault("dtype", "float32")
         opts = CoderOptions(**options, threads=header["threads"])
         sums = base64.b64decode(header["block_checksums"], validate=True)
         checksums = [sums[i : i + 2] for i in range(0, len(sums), 2)]
@@ -447,6 +465,8 @@ def decompress_bytes(
     problems = opts.problems() + ([] if mode == opts.mode else [f"mode {mode!r} but options' mode {opts.mode!r}"])
     if opts.kernel == "auto":
         problems.append("kernel 'auto' (a file records the kernel that ran)")
+    if opts.dtype == "auto":
+        problems.append("dtype 'auto' (a file records the dtype that ran)")
     if problems:
         raise NextlabError(f"{source}: malformed header ({'; '.join(problems)})")
     if "fresh" in msec:

@@ -15,6 +15,10 @@ the one case the coder has, every stream one token further, with less work:
   projections; each RMSNorm's gain folded into the matmul after it, the attention scale
   into the query norm's gain; residual adds fused into the output matmuls (addmm).
 - rotary angles computed in float64 from the absolute position (no table to outgrow).
+- optionally bfloat16 weights and keys/values (`dtype`): on a CPU with bf16 dot products (AVX512-BF16)
+  the step is about 1.5x faster, for the same bits per byte to four places on benchmarks/compress.py's
+  stdlib file. The residual stream, norms, rotary, softmax and the output head stay fp32; each
+  matmul's input is rounded to bf16 and its output widened back.
 
 Its floats differ from the model kernel's (same model, other rounding), so a file records
 which kernel wrote it, and the decoder runs that one. Modern models only: GPT-2's learned
@@ -49,18 +53,19 @@ class _Layer(NamedTuple):
 class RingStep:
     """Call with one token per stream (B,) to get the next-token logits (B, vocab)."""
 
-    def __init__(self, model: GPT, streams: int, window: int) -> None:
+    def __init__(self, model: GPT, streams: int, window: int, dtype: torch.dtype = torch.float32) -> None:
         cfg = model.cfg
         if not supports(model):
             raise ValueError("the ring kernel runs modern models only (rotary positions)")
         if not 1 <= window <= cfg.block_size:
             raise ValueError(f"window must be between 1 and block_size ({cfg.block_size}), got {window}")
-        self.model, self.cfg, self.window = model, cfg, window
+        if dtype not in (torch.float32, torch.bfloat16):
+            raise ValueError(f"dtype must be torch.float32 or torch.bfloat16, got {dtype}")
+        self.model, self.cfg, self.window, self.dtype = model, cfg, window, dtype
         self.group = cfg.n_head // cfg.n_kv_head
         shape = (cfg.n_layer, streams, cfg.n_kv_head, window, cfg.head_dim)
-        p = next(model.parameters())
-        self.k = torch.zeros(shape, dtype=p.dtype)
-        self.v = torch.zeros(shape, dtype=p.dtype)
+        self.k = torch.zeros(shape, dtype=dtype)
+        self.v = torch.zeros(shape, dtype=dtype)
         self.position = 0  # tokens stepped so far (every stream)
         inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float64) / cfg.head_dim))
         self.inv_freq = torch.cat([inv_freq, inv_freq])
@@ -83,14 +88,14 @@ class RingStep:
                 qkv[: cfg.n_head * cfg.head_dim] *= scale
                 qk_gain = None
             gate_up = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]) * block.mlp_norm.weight
-            self.layers.append(_Layer(qkv.t().contiguous(), qk_gain, a.o_proj.weight.t().contiguous(),
-                                      gate_up.t().contiguous(), mlp.down_proj.weight.t().contiguous()))
-        self.head = (m.lm_head.weight * m.norm.weight).t().contiguous()
+            weights = (qkv, a.o_proj.weight, gate_up, mlp.down_proj.weight)
+            qkv, o, gate_up, down = (w.t().to(self.dtype).contiguous() for w in weights)
+            self.layers.append(_Layer(qkv, qk_gain, o, gate_up, down))
+        self.head = (m.lm_head.weight * m.norm.weight).t().contiguous()  # fp32: the logits keep full precision
 
     def _rotary(self) -> tuple[torch.Tensor, torch.Tensor]:
         angles = self.position * self.inv_freq
-        dtype = self.k.dtype
-        return angles.cos().to(dtype), angles.sin().to(dtype)
+        return angles.cos().float(), angles.sin().float()
 
     @torch.no_grad()
     def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -99,9 +104,9 @@ class RingStep:
         slot, n = self.position % self.window, min(self.position + 1, self.window)
         cos, sin = self._rotary()
         eps, half = cfg.norm_eps, hd // 2
-        x = self.embed[tokens]
+        x = self.embed[tokens]  # the residual stream stays fp32
         for i, layer in enumerate(self.layers):
-            qkv = _rms(x, eps) @ layer.qkv
+            qkv = _matmul(_rms(x, eps), layer.qkv)
             qk = qkv[:, : (H + KV) * hd].view(B, H + KV, hd)
             v = qkv[:, (H + KV) * hd :].view(B, KV, hd)
             if layer.qk_gain is not None:
@@ -112,13 +117,25 @@ class RingStep:
             keys[:, :, slot] = k
             values[:, :, slot] = v
             keys, values = keys.view(B * KV, self.window, hd)[:, :n], values.view(B * KV, self.window, hd)[:, :n]
-            scores = torch.bmm(q.reshape(B * KV, self.group, hd), keys.transpose(1, 2))
-            y = torch.bmm(torch.softmax(scores, dim=-1), values)
-            x = torch.addmm(x, y.view(B, H * hd), layer.o)
-            gate, up = (_rms(x, eps) @ layer.gate_up).chunk(2, dim=-1)
-            x = torch.addmm(x, F.silu(gate) * up, layer.down)
+            scores = torch.bmm(q.reshape(B * KV, self.group, hd).to(self.dtype), keys.transpose(1, 2))
+            y = torch.bmm(torch.softmax(scores.float(), dim=-1).to(self.dtype), values)
+            x = _add_matmul(x, y.view(B, H * hd), layer.o)
+            gate, up = _matmul(_rms(x, eps), layer.gate_up).chunk(2, dim=-1)
+            x = _add_matmul(x, F.silu(gate) * up, layer.down)
         self.position += 1
         return _rms(x, eps) @ self.head
+
+
+def _matmul(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """x @ w in w's dtype, widened back to fp32 (no copies when w is fp32)."""
+    return (x.to(w.dtype) @ w).float()
+
+
+def _add_matmul(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """x + y @ w with x fp32: one fused addmm when w is fp32 too."""
+    if w.dtype == x.dtype:
+        return torch.addmm(x, y.to(w.dtype), w)
+    return x + (y.to(w.dtype) @ w).float()
 
 
 def _rms(x: torch.Tensor, eps: float) -> torch.Tensor:
