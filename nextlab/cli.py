@@ -246,7 +246,7 @@ def cmd_compress(args) -> None:
     fresh = args.model == "none"
     opts = fresh_options() if fresh else CoderOptions()
     opts.mode = args.mode or opts.mode
-    for name in ("streams", "block_steps", "lr", "train_window", "threads", "kernel", "window", "dtype"):
+    for name in ("streams", "block_steps", "lr", "train_window", "threads", "workers", "kernel", "window", "dtype"):
         if getattr(args, name) is not None:
             setattr(opts, name, getattr(args, name))
     checkpoint = None if fresh else args.model
@@ -272,7 +272,8 @@ def cmd_compress(args) -> None:
             "thought even less likely)" if st.coder_overhead < 0 else "")),
         ("tokens, streams", f"{st.tokens:,} tokens in {st.streams} streams"),
         ("kernel", st.kernel),
-        ("throughput", f"{st.kb_per_s:.1f} KB/s ({st.threads} threads)"),
+        ("throughput", f"{st.kb_per_s:.1f} KB/s ({st.workers} x {st.threads} threads)" if st.workers > 1
+         else f"{st.kb_per_s:.1f} KB/s ({st.threads} threads)"),
     ]
     if result.model_params:
         rows.append(("adjusted (model at 2 bytes/param)", f"{result.adjusted_bits_per_byte:.4f} bits/byte "
@@ -726,7 +727,9 @@ def _add_compress(sub) -> None:
     z.add_argument("--block-steps", type=int, help="steps per checksummed block and per adaptive update (default 64; 16 with -m none)")
     z.add_argument("--lr", type=float, help="adaptive: Adam learning rate (default 2e-3; 8e-3 with -m none)")
     z.add_argument("--train-window", type=int, help="adaptive: newest tokens per stream in each update (default 64; 32 with -m none)")
-    z.add_argument("--threads", type=int, help="PyTorch threads (recorded; decompression uses the same)")
+    z.add_argument("--threads", type=int, help="PyTorch threads, shared among the workers (recorded; decompression uses the same)")
+    z.add_argument("--workers", type=int, help="static: processes coding parts of the streams in parallel (recorded; default one "
+                   "per thread where each gets 64 streams; adaptive: 1)")
     z.add_argument("--kernel", choices=("auto", "ring", "model"), help="the decoding step: ring (modern models: a ring of "
                    "the last --ring-window keys, never rebuilt), model (the model's own forward, any model); default auto = ring "
                    "where it runs")

@@ -291,6 +291,8 @@ def test_version_2_file_decodes_in_float32(tiny):
     blob, _ = compress_bytes(data, tiny.model, tiny.tokenizer, CoderOptions(dtype="float32", **OPTS))
     header, payload, _ = unpack(blob, "x")
     header["options"].pop("dtype")
+    header["options"].pop("workers")
+    header.pop("payload_parts")
     old = pack(header, payload, version=2)
     assert decompress_bytes(old, tiny.model, tiny.tokenizer)[0] == data
 
@@ -299,13 +301,53 @@ def test_auto_dtype_is_bfloat16_only_where_the_cpu_has_bf16_dot_products(tiny, m
     import nextlab.compress.coder as coder
 
     for native, dtype in ((True, "bfloat16"), (False, "float32")):
-        monkeypatch.setattr(coder, "native_bf16", lambda: native)
+        monkeypatch.setattr(coder, "native_bf16", lambda native=native: native)
         assert coder.resolve_options(tiny.model, CoderOptions()).dtype == dtype
         assert coder.resolve_options(tiny.model, CoderOptions(kernel="model")).dtype == "float32"
         assert coder.resolve_options(tiny.model, CoderOptions(dtype="float32")).dtype == "float32"
     gpt2 = GPT(ModelConfig(arch="gpt2", vocab_size=257, n_layer=1, n_head=2, n_embd=32, block_size=16)).eval()
     with pytest.raises(NextlabError, match="dtype bfloat16 is for the ring kernel, which runs modern models only"):
         compress_bytes(b"abc", gpt2, ByteTokenizer(), CoderOptions(dtype="bfloat16", **OPTS))
+
+
+# --- parts of the streams in worker processes ----------------------------------------------------
+
+
+def test_workers_code_their_parts_in_processes_and_the_decoder_splits_alike(tiny):
+    from nextlab.compress.container import pack, unpack
+
+    data = make_text(60).encode()
+    one, st1 = compress_bytes(data, tiny.model, tiny.tokenizer, CoderOptions(**{**OPTS, "threads": 1}))
+    two, st2 = compress_bytes(data, tiny.model, tiny.tokenizer, CoderOptions(**{**OPTS, "threads": 2, "workers": 2}))
+    header, payload, _ = unpack(two, "x")
+    assert (header["options"]["workers"], header["threads"], st2.workers) == (2, 1, 2)
+    assert len(header["payload_parts"]) == 2 and sum(header["payload_parts"]) == len(payload)
+    assert st2.ideal_bits == pytest.approx(st1.ideal_bits, rel=1e-4)  # the same streams, coded in two batches
+    out, dst = decompress_bytes(two, tiny.model, tiny.tokenizer)
+    assert out == data and dst.workers == 2
+    forged = copy.deepcopy(header)
+    forged["options"]["workers"] = 1
+    with pytest.raises(NextlabError, match=r"malformed header \(payload parts \[\d+, \d+\] for 1 workers"):
+        decompress_bytes(pack(forged, payload), tiny.model, tiny.tokenizer)
+    sums = bytearray(base64.b64decode(header["block_checksums"]))
+    sums[-1] ^= 1  # the last block of the second part
+    header["block_checksums"] = base64.b64encode(bytes(sums)).decode()
+    with pytest.raises(NextlabError, match=r"x \(part 2 of 2\): block \d+ of \d+ decodes differently"):
+        decompress_bytes(pack(header, payload), tiny.model, tiny.tokenizer, source="x")
+
+
+def test_default_workers_one_per_thread_given_enough_streams():
+    from nextlab.compress.coder import MIN_WORKER_STREAMS, resolve_workers
+
+    static = CoderOptions()
+    assert resolve_workers(static, 2, 2 * MIN_WORKER_STREAMS) == 2
+    assert resolve_workers(static, 2, 2 * MIN_WORKER_STREAMS - 1) == 1  # a small input: one process
+    assert resolve_workers(static, 1, 512) == 1
+    assert resolve_workers(CoderOptions(workers=3), 2, 2) == 2  # never more than the streams
+    assert resolve_workers(CoderOptions(mode="adaptive"), 2, 512) == 1
+    assert "adaptive mode codes in one process" in CoderOptions(mode="adaptive", workers=2).problems()[0]
+    assert "workers must be between 0 (the default) and 256, got -1" in CoderOptions(workers=-1).problems()[0]
+    assert "workers must be between" in CoderOptions(workers=10**6).problems()[0]
 
 
 def test_ring_kernel_needs_a_modern_model_and_a_window_it_has():
@@ -470,7 +512,7 @@ def test_options_are_recorded(packed, tiny):
     from nextlab.compress.coder import native_bf16
 
     dtype = "bfloat16" if native_bf16() else "float32"
-    resolved = CoderOptions(**OPTS, kernel="ring", window=tiny.model.cfg.block_size // 2, dtype=dtype)  # what "auto" and 0 became
+    resolved = CoderOptions(**OPTS, kernel="ring", window=tiny.model.cfg.block_size // 2, dtype=dtype, workers=1)  # "auto" and 0 filled in
     assert dataclasses.asdict(CoderOptions(**header["options"], threads=1)) == dataclasses.asdict(resolved)
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -45,6 +44,7 @@ from nextlab.checkpoint import model_fingerprint
 from nextlab.compress.container import block_checksum, pack, unpack
 from nextlab.compress.ring import RingStep
 from nextlab.compress.ring import supports as ring_supports
+from nextlab.compress.workers import run_parts
 from nextlab.errors import NextlabError
 from nextlab.model import GPT, ModelConfig
 from nextlab.tokenizer import ByteTokenizer, Tokenizer
@@ -66,6 +66,10 @@ class ModeDefaults(NamedTuple):
 MODE_DEFAULTS = {"static": ModeDefaults(512, 512, 2), "adaptive": ModeDefaults(64, 2048, 4)}
 KERNELS = ("ring", "model")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+# A worker process costs about 2 s to start (a fresh interpreter importing PyTorch): inputs too small to give
+# each worker this many streams are coded in one process.
+MIN_WORKER_STREAMS = 64
+MAX_WORKERS = 256  # processes; a forged header must not start them without bound
 # The model `-m none` builds: small enough to learn fast while it codes.
 FRESH_MODEL = ModelConfig(vocab_size=257, block_size=256, n_layer=4, n_head=4, n_embd=128)
 
@@ -76,7 +80,8 @@ class CoderOptions:
     streams: int = 0  # at most this many streams coded in parallel (0 = the mode's default, MODE_DEFAULTS)
     min_stream_tokens: int = 0  # shorter inputs use fewer streams, each starting cold (0 = the mode's default)
     block_steps: int = 64  # steps per block: one checksum, and one update in adaptive mode
-    threads: int = 0  # 0 = PyTorch's current setting; recorded, and the decoder uses the same
+    threads: int = 0  # 0 = PyTorch's current setting; shared among the workers; recorded, and the decoder uses the same
+    workers: int = 0  # static: processes, each coding a part of the streams (0 = one per thread, see resolve_workers)
     kernel: str = "auto"  # "ring" (modern models), "model" (any model) or "auto" (ring where it runs); see ring.py
     window: int = 0  # ring kernel: the tokens of context each stream keeps (0 = half the model's block_size, a quarter adaptive)
     dtype: str = "auto"  # ring kernel: "float32", "bfloat16" or "auto" (bfloat16 where the CPU has bf16 dot products)
@@ -110,6 +115,10 @@ class CoderOptions:
             out.append("dtype bfloat16 is for the ring kernel; the model kernel runs in float32")
         if self.threads < 0:
             out.append(f"threads must be at least 0 (0 = current setting), got {self.threads}")
+        if not 0 <= self.workers <= MAX_WORKERS:
+            out.append(f"workers must be between 0 (the default) and {MAX_WORKERS}, got {self.workers}")
+        if self.mode == "adaptive" and self.workers > 1:
+            out.append(f"adaptive mode codes in one process (each update learns from every stream), got workers {self.workers}")
         if not self.lr > 0:
             out.append(f"lr must be positive, got {self.lr}")
         return out
@@ -137,8 +146,9 @@ class CodingStats:
     tokens: int
     streams: int
     seconds: float
-    threads: int
-    kernel: str = ""  # the decoding step that ran: "ring, window N" or "model"
+    threads: int  # per worker
+    kernel: str = ""  # the decoding step that ran: "ring, window N, dtype" or "model"
+    workers: int = 1
 
     @property
     def bits_per_byte(self) -> float:
@@ -166,6 +176,22 @@ def fresh_model(config: ModelConfig = FRESH_MODEL, seed: int = 0) -> tuple[GPT, 
         torch.manual_seed(seed)
         model = GPT(cfg)
     return model.eval(), tokenizer
+
+
+def resolve_workers(opts: CoderOptions, threads: int, streams: int) -> int:
+    """The processes that code `streams` streams: adaptive one; static `opts.workers` or by default one per thread,
+    as long as each gets MIN_WORKER_STREAMS streams; never more than the streams."""
+    if opts.mode == "adaptive":
+        return 1
+    wanted = opts.workers or min(threads, streams // MIN_WORKER_STREAMS)
+    return max(1, min(wanted, streams))
+
+
+def _split(lengths: list[int], parts: int) -> list[list[int]]:
+    """Contiguous runs of streams, as equal in number as can be (the first ones longer by one)."""
+    sizes = [len(lengths) // parts + (i < len(lengths) % parts) for i in range(parts)]
+    starts = np.cumsum([0] + sizes)
+    return [lengths[a:b] for a, b in zip(starts[:-1], starts[1:])]
 
 
 def _stream_lengths(n_tokens: int, opts: CoderOptions) -> list[int]:
@@ -332,17 +358,6 @@ def _lockstep(
     return hist
 
 
-@contextlib.contextmanager
-def _threads(n: int):
-    """Run with exactly n intra-op threads (float kernels' results depend on it)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _model_section(model: GPT, tokenizer: Tokenizer, fresh_seed: int | None, source: str) -> dict:
     section = {"fingerprint": model_fingerprint(model, tokenizer), "tokenizer": tokenizer.kind}
     if fresh_seed is None:
@@ -380,6 +395,16 @@ def compress_bytes(
     if tokenizer.decode_bytes(tokens) != data:
         raise NextlabError(f"the model's {tokenizer.kind} tokenizer does not round-trip this input; use a bytes-level model")
     lengths = _stream_lengths(len(tokens), opts)
+    workers = resolve_workers(opts, threads, len(lengths))
+    opts = dataclasses.replace(opts, workers=workers, threads=max(1, threads // workers))
+    ids = np.array(tokens, dtype=np.int32)
+    parts, first = [], 0
+    for part in _split(lengths, workers) if lengths else []:
+        size = sum(part)
+        parts.append((tokenizer.eot_id, ids[first : first + size], part, opts))
+        first += size
+    coded = run_parts(_encode_part, model, parts, opts.threads, progress) if parts else []
+    payload = np.concatenate([words for words, _, _ in coded]) if coded else np.zeros(0, dtype=np.uint32)
     header = {
         "mode": opts.mode,
         "model": _model_section(model, tokenizer, fresh_seed, source),
@@ -387,39 +412,67 @@ def compress_bytes(
         "sha256": hashlib.sha256(data).hexdigest(),
         "coder": "constriction.stream.queue.RangeEncoder, Categorical(perfect=False), float64 softmax",
         "options": {k: v for k, v in vars(opts).items() if k != "threads"},
-        "threads": threads,
+        "threads": opts.threads,
         "streams": lengths,
+        "payload_parts": [len(words) for words, _, _ in coded],
+        "block_checksums": base64.b64encode(b"".join(b"".join(sums) for _, sums, _ in coded)).decode(),
         **(extra_header or {}),
     }
-    checksums: list[bytes] = []
+    blob = pack(header, payload)
+    stats = CodingStats(len(data), len(blob), 32 * len(payload), sum(ideal for _, _, ideal in coded), len(tokens), len(lengths),
+                        time.perf_counter() - t0, opts.threads, _kernel_name(opts), workers)
+    return blob, stats
+
+
+def _encode_part(model: GPT, eot_id: int, ids: np.ndarray, lengths: list[int], opts: CoderOptions,
+                 progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, list[bytes], float]:
+    """Code one part's streams (`ids`: their tokens, one stream after another): its range coder's words, its block
+    checksums and its ideal code length in bits."""
     encoder = constriction.stream.queue.RangeEncoder()
     family = constriction.stream.model.Categorical(perfect=False)
-    ideal = 0.0
-    if lengths:
-        starts = np.cumsum([0] + lengths[:-1])
-        ids = np.array(tokens, dtype=np.int32)
-        step = 0
+    starts = np.cumsum([0] + lengths[:-1])
+    checksums: list[bytes] = []
+    ideal, step = 0.0, 0
 
-        def code_step(probs: np.ndarray) -> np.ndarray:
-            nonlocal ideal, step
-            symbols = ids[starts[: len(probs)] + step]
-            encoder.encode(symbols, family, probs)
-            ideal -= float(np.log2(probs[np.arange(len(probs)), symbols]).sum())
-            step += 1
-            return symbols
+    def code_step(probs: np.ndarray) -> np.ndarray:
+        nonlocal ideal, step
+        symbols = ids[starts[: len(probs)] + step]
+        encoder.encode(symbols, family, probs)
+        ideal -= float(np.log2(probs[np.arange(len(probs)), symbols]).sum())
+        step += 1
+        return symbols
 
-        def end_block(i: int, block: np.ndarray) -> None:
-            checksums.append(block_checksum(block))
+    def end_block(i: int, block: np.ndarray) -> None:
+        checksums.append(block_checksum(block))
 
-        work = _working_copy(model)
-        with _threads(threads), torch.no_grad():
-            _lockstep(work, tokenizer.eot_id, lengths, opts, code_step, end_block, progress)
-    header["block_checksums"] = base64.b64encode(b"".join(checksums)).decode()
-    payload = encoder.get_compressed()
-    blob = pack(header, payload)
-    stats = CodingStats(len(data), len(blob), 32 * len(payload), ideal, len(tokens), len(lengths), time.perf_counter() - t0, threads,
-                        _kernel_name(opts))
-    return blob, stats
+    with torch.no_grad():
+        _lockstep(_working_copy(model), eot_id, lengths, opts, code_step, end_block, progress)
+    return encoder.get_compressed(), checksums, ideal
+
+
+def _decode_part(model: GPT, eot_id: int, payload: np.ndarray, checksums: list[bytes], lengths: list[int],
+                 opts: CoderOptions, where: str, progress: Callable[[int], None] | None = None) -> list[int]:
+    """One part's tokens, stream after stream, from its words; `where` names the file (and part) in errors."""
+    decoder = constriction.stream.queue.RangeDecoder(payload)
+    family = constriction.stream.model.Categorical(perfect=False)
+
+    def code_step(probs: np.ndarray) -> np.ndarray:
+        try:
+            return decoder.decode(family, probs)
+        except Exception as e:  # the coder's own complaint about impossible data
+            raise NextlabError(f"{where}: the coded data is inconsistent ({e})") from None
+
+    def end_block(i: int, block: np.ndarray) -> None:
+        if i >= len(checksums) or block_checksum(block) != checksums[i]:
+            raise NextlabError(
+                f"{where}: block {i + 1} of {len(checksums)} decodes differently from what was compressed: this machine's "
+                f"floating-point results differ from the encoder's (another CPU, PyTorch version or thread count "
+                f"than its {opts.threads}); nothing was written"
+            )
+
+    with torch.no_grad():
+        hist = _lockstep(_working_copy(model), eot_id, lengths, opts, code_step, end_block, progress)
+    return [t for row, k in zip(hist[:, 1:].tolist(), lengths) for t in row[:k]]
 
 
 def _working_copy(model: GPT) -> GPT:
@@ -454,15 +507,21 @@ def decompress_bytes(
         options = dict(header["options"])
         if version == 1:  # from before the ring kernel: every such file was made with the model's forward
             options.setdefault("kernel", "model")
-        if version <= 2:  # from before the bfloat16 ring: every kernel ran in float32
+        if version <= 2:  # from before the bfloat16 ring and workers: every file was coded in float32, in one process
             options.setdefault("dtype", "float32")
+            options.setdefault("workers", 1)
         opts = CoderOptions(**options, threads=header["threads"])
         sums = base64.b64decode(header["block_checksums"], validate=True)
         checksums = [sums[i : i + 2] for i in range(0, len(sums), 2)]
         n, digest = int(header["original_length"]), header["sha256"]
+        parts = [int(w) for w in header["payload_parts"]] if version >= 3 else [len(payload)] if lengths else []
     except (KeyError, TypeError, ValueError, binascii.Error) as e:
         raise NextlabError(f"{source}: malformed header ({e.__class__.__name__}: {e})") from None
     problems = opts.problems() + ([] if mode == opts.mode else [f"mode {mode!r} but options' mode {opts.mode!r}"])
+    if lengths and not 1 <= opts.workers <= len(lengths):
+        problems.append(f"workers {opts.workers} for {len(lengths)} streams")
+    if len(parts) != (opts.workers if lengths else 0) or sum(parts) != len(payload) or min(parts, default=0) < 0:
+        problems.append(f"payload parts {parts} for {opts.workers} workers and {len(payload)} words")
     if opts.kernel == "auto":
         problems.append("kernel 'auto' (a file records the kernel that ran)")
     if opts.dtype == "auto":
@@ -493,30 +552,15 @@ def decompress_bytes(
                            "values its coder ran with)")
     out = b""
     if lengths:
-        decoder = constriction.stream.queue.RangeDecoder(payload)
-        family = constriction.stream.model.Categorical(perfect=False)
-
-        def code_step(probs: np.ndarray) -> np.ndarray:
-            try:
-                return decoder.decode(family, probs)
-            except Exception as e:  # the coder's own complaint about impossible data
-                raise NextlabError(f"{source}: the coded data is inconsistent ({e})") from None
-
-        def end_block(i: int, block: np.ndarray) -> None:
-            if i >= len(checksums) or block_checksum(block) != checksums[i]:
-                raise NextlabError(
-                    f"{source}: block {i + 1} of {len(checksums)} decodes differently from what was compressed: this machine's "
-                    f"floating-point results differ from the encoder's (another CPU, PyTorch version or thread count "
-                    f"than its {opts.threads}); nothing was written"
-                )
-
-        work = _working_copy(model)
-        with _threads(opts.threads), torch.no_grad():
-            hist = _lockstep(work, tokenizer.eot_id, lengths, opts, code_step, end_block, progress)
-        tokens = [t for row, k in zip(hist[:, 1:].tolist(), lengths) for t in row[:k]]
-        out = tokenizer.decode_bytes(tokens)
+        jobs, word, block = [], 0, 0
+        for i, (part, words) in enumerate(zip(_split(lengths, opts.workers), parts)):
+            blocks = -(-part[0] // opts.block_steps)  # one checksum per block of the part's longest stream
+            where = source if opts.workers == 1 else f"{source} (part {i + 1} of {opts.workers})"
+            jobs.append((tokenizer.eot_id, payload[word : word + words], checksums[block : block + blocks], part, opts, where))
+            word, block = word + words, block + blocks
+        out = tokenizer.decode_bytes([t for part in run_parts(_decode_part, model, jobs, opts.threads, progress) for t in part])
     if len(out) != n or hashlib.sha256(out).hexdigest() != digest:
         raise NextlabError(f"{source}: the decoded data fails its SHA-256 check; nothing was written")
     stats = CodingStats(n, len(blob), 32 * len(payload), float("nan"), sum(lengths), len(lengths), time.perf_counter() - t0,
-                        opts.threads, _kernel_name(opts))
+                        opts.threads, _kernel_name(opts), opts.workers)
     return out, stats

@@ -1,0 +1,96 @@
+"""The coder's streams in parallel processes: one part of the streams per process, each with its own threads.
+
+Static coding is embarrassingly parallel: every stream is coded on its own. One process with two
+PyTorch threads splits each op of a step in two, and a decoding step is many small ops (on 2 cores,
+its batched attention matmuls run at a third of the memory bandwidth). Two processes with one thread
+each, stepping half the streams apiece, code about 30% more bytes per second (benchmarks/compress.py).
+Each part has its own range coder payload and block checksums; the decoder splits the streams the
+same way, so each part sees exactly the batches and thread count its encoder saw.
+
+Processes are spawned (a fresh interpreter: no fork of a process whose thread pools already run), so
+a script calling the coder with more than one worker needs the usual `if __name__ == "__main__":` guard.
+The model reaches each process as its fp32 weights (NumPy arrays) and config, never as a pickled module.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from nextlab.errors import NextlabError
+from nextlab.model import GPT
+
+PROGRESS_EVERY_S = 0.2  # how often a worker reports the tokens it coded
+
+
+def run_parts(fn: Callable, model: GPT, parts: Sequence[tuple], threads: int, progress: Callable[[int], None] | None) -> list:
+    """`fn(model, *part, progress=...)` for each part, each with `threads` PyTorch threads: in this process when
+    there is one part, else in one spawned process per part. A worker's NextlabError is raised here, with its message."""
+    if len(parts) == 1:  # float kernels' results depend on the thread count: exactly `threads`, then as before
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return [fn(model, *parts[0], progress=progress)]
+        finally:
+            torch.set_num_threads(before)
+    ctx = mp.get_context("spawn")
+    messages = ctx.Queue()
+    weights = {name: t.detach().float().numpy() for name, t in model.state_dict().items()}
+    procs = [ctx.Process(target=_work, args=(messages, i, fn, model.cfg, weights, part, threads), daemon=True)
+             for i, part in enumerate(parts)]
+    for p in procs:
+        p.start()
+    results: dict[int, object] = {}
+    try:
+        while len(results) < len(parts):
+            try:
+                kind, i, value = messages.get(timeout=1.0)
+            except queue.Empty:
+                for i, p in enumerate(procs):
+                    if i not in results and p.exitcode not in (None, 0):
+                        raise NextlabError(f"coding worker {i + 1} of {len(procs)} stopped (exit code {p.exitcode})") from None
+                continue
+            if kind == "progress":
+                if progress:
+                    progress(value)
+            elif kind == "error":
+                raise NextlabError(value)
+            else:
+                results[i] = value
+    finally:
+        for p in procs:
+            if p.is_alive() and p.pid is not None and len(results) < len(parts):
+                p.terminate()
+            p.join()
+    return [results[i] for i in range(len(parts))]
+
+
+def _work(messages, index: int, fn: Callable, cfg, weights: dict[str, np.ndarray], part: tuple, threads: int) -> None:
+    torch.set_num_threads(threads)
+    pending, last = 0, time.monotonic()
+
+    def report(n: int) -> None:
+        nonlocal pending, last
+        pending += n
+        if time.monotonic() - last >= PROGRESS_EVERY_S:
+            messages.put(("progress", index, pending))
+            pending, last = 0, time.monotonic()
+
+    try:
+        model = GPT(cfg)
+        model.load_state_dict({name: torch.from_numpy(w) for name, w in weights.items()})
+        result = fn(model, *part, progress=report)
+    except NextlabError as e:
+        messages.put(("error", index, str(e)))
+        return
+    except Exception as e:  # noqa: BLE001 - reported to the parent, which raises it as one line
+        messages.put(("error", index, f"coding worker {index + 1} failed: {e.__class__.__name__}: {e}"))
+        return
+    if pending:
+        messages.put(("progress", index, pending))
+    messages.put(("done", index, result))
