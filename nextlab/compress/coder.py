@@ -66,8 +66,8 @@ class ModeDefaults(NamedTuple):
 MODE_DEFAULTS = {"static": ModeDefaults(512, 512, 2), "adaptive": ModeDefaults(64, 2048, 4)}
 KERNELS = ("ring", "model")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-# A worker process costs about 2 s to start (a fresh interpreter importing PyTorch): inputs too small to give
-# each worker this many streams are coded in one process.
+# A narrow step costs more per token, and a spawned worker about 2 s to start (workers.py): inputs too small to
+# give each worker this many streams are coded in one process.
 MIN_WORKER_STREAMS = 64
 MAX_WORKERS = 256  # processes; a forged header must not start them without bound
 # The model `-m none` builds: small enough to learn fast while it codes.

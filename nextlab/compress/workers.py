@@ -7,15 +7,18 @@ each, stepping half the streams apiece, code about 30% more bytes per second (be
 Each part has its own range coder payload and block checksums; the decoder splits the streams the
 same way, so each part sees exactly the batches and thread count its encoder saw.
 
-Processes are spawned (a fresh interpreter: no fork of a process whose thread pools already run), so
-a script calling the coder with more than one worker needs the usual `if __name__ == "__main__":` guard.
-The model reaches each process as its fp32 weights (NumPy arrays) and config, never as a pickled module.
+On Linux a worker with one thread is forked: it starts at once. A forked child whose parent had already
+run OpenMP threads hangs as soon as it runs more than one thread itself (GNU libgomp; seen here), so
+workers with more threads, and every worker elsewhere, are spawned: a fresh interpreter importing
+PyTorch, about 2 s, and a script calling the coder then needs the usual `if __name__ == "__main__":`
+guard. A spawned worker gets the model as its fp32 weights (NumPy arrays) and config, never a pickled module.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import queue
+import sys
 import time
 from collections.abc import Callable, Sequence
 
@@ -38,7 +41,7 @@ def run_parts(fn: Callable, model: GPT, parts: Sequence[tuple], threads: int, pr
             return [fn(model, *parts[0], progress=progress)]
         finally:
             torch.set_num_threads(before)
-    ctx = mp.get_context("spawn")
+    ctx = mp.get_context("fork" if threads == 1 and sys.platform == "linux" else "spawn")
     messages = ctx.Queue()
     weights = {name: t.detach().float().numpy() for name, t in model.state_dict().items()}
     procs = [ctx.Process(target=_work, args=(messages, i, fn, model.cfg, weights, part, threads), daemon=True)
