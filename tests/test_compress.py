@@ -336,6 +336,14 @@ def test_workers_code_their_parts_in_processes_and_the_decoder_splits_alike(tiny
         decompress_bytes(pack(header, payload), tiny.model, tiny.tokenizer, source="x")
 
 
+def test_workers_with_more_than_one_thread_are_spawned(tiny):
+    """Two threads per worker: spawned, not forked (a forked child running OpenMP threads hangs)."""
+    data = make_text(30).encode()
+    blob, st = compress_bytes(data, tiny.model, tiny.tokenizer, CoderOptions(**{**OPTS, "threads": 4, "workers": 2}))
+    assert (st.workers, st.threads, read_header(blob, "x")["threads"]) == (2, 2, 2)
+    assert decompress_bytes(blob, tiny.model, tiny.tokenizer)[0] == data
+
+
 def test_default_workers_one_per_thread_given_enough_streams():
     from nextlab.compress.coder import MIN_WORKER_STREAMS, resolve_workers
 
