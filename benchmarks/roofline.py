@@ -13,6 +13,7 @@ shapes: a training step (the demo model and 6 x 384, in the dtype training picks
 batch-1 sampling (one decoding step with the context half full); the compressor's static step (4 x 192; B = streams)
 in the model kernel (the model's forward, its cache five eighths full on average; 64 streams, the old default) and
 in the ring kernel (the default: the last block_size / 2 keys) at 64 and at 512 streams (static mode's default),
+in float32 and, where the CPU has bf16 dot products (the coder's default there), in bfloat16 at 512 streams,
 and its adaptive update (per 64 steps of 64 streams); a batched serving step
 (32 rows of the demo model). Bytes count the weights read once per step (and, for training, the gradients and
 optimizer state) plus the keys and values a step reads; activations are left out, so bytes are a floor.
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from nextlab.compress.coder import default_window
+from nextlab.compress.coder import default_window, native_bf16
 from nextlab.compress.ring import RingStep
 from nextlab.model import GPT, ModelConfig
 from nextlab.report import demo_config
@@ -107,15 +108,17 @@ def decoding_step(name: str, model: GPT, rows: int, context: int, repeats: int) 
 
 
 @torch.inference_mode()
-def ring_step(model: GPT, rows: int, window: int, repeats: int) -> Loop:
-    """The compressor's default step: one token for each of `rows` streams through RingStep, its ring full."""
-    ring = RingStep(model, rows, window)
+def ring_step(model: GPT, rows: int, window: int, repeats: int, dtype: torch.dtype = torch.float32) -> Loop:
+    """The compressor's static step: one token for each of `rows` streams through RingStep, its ring full."""
+    ring = RingStep(model, rows, window, dtype)
     tokens = torch.zeros(rows, dtype=torch.long)
     for _ in range(window):
         ring(tokens)
     seconds = best_seconds(lambda: ring(tokens), CPU, repeats)
-    return Loop(f"compressor static, ring {window}, B{rows}", seconds, decode_flops(model, rows, window),
-                multiplying_weights(model) * 4 + kv_bytes(model, rows, window), torch.float32)
+    size = dtype.itemsize  # weights and keys in the ring's dtype (kv_bytes counts fp32)
+    return Loop(f"compressor static, ring {window} {'bf16' if dtype == torch.bfloat16 else 'fp32'}, B{rows}", seconds,
+                decode_flops(model, rows, window), multiplying_weights(model) * size + kv_bytes(model, rows, window) * size // 4,
+                dtype)
 
 
 def adaptive_update(model: GPT, rows: int, window: int, repeats: int) -> Loop:
@@ -157,6 +160,8 @@ def main() -> None:
         decoding_step("compressor static, model kernel, B64", coder_model, 64, 5 * coder.block_size // 8, args.repeats * 4),
         ring_step(coder_model, 64, default_window(coder_model, "static"), args.repeats * 4),
         ring_step(coder_model, 512, default_window(coder_model, "static"), args.repeats * 2),
+        *([ring_step(coder_model, 512, default_window(coder_model, "static"), args.repeats * 2, torch.bfloat16)]
+          if native_bf16() else []),
         adaptive_update(coder_model.train(), 64, 64, args.repeats),
         decoding_step("serving step, 32 rows, demo", demo_model, 32, 48, args.repeats * 20),
     ]
