@@ -88,6 +88,8 @@ def _work(messages, index: int, fn: Callable, cfg, weights: dict[str, np.ndarray
         model = GPT(cfg)
         model.load_state_dict({name: torch.from_numpy(w) for name, w in weights.items()})
         result = fn(model, *part, progress=report)
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: the parent reports it, once
+        return
     except NextlabError as e:
         messages.put(("error", index, str(e)))
         return
