@@ -86,6 +86,8 @@ def measure_compression(data: bytes, model, tokenizer, modes=("static", "adaptiv
             "compress_kb_per_s": st.kb_per_s,
             "decompress_kb_per_s": dst.kb_per_s,
             "streams": st.streams,
+            "kernel": st.kernel,
+            "workers": st.workers,
         }
     return out
 
