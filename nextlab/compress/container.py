@@ -20,7 +20,8 @@ a machine whose floating-point results differ from the encoder's.
 The version changes only when an older reader would misread a newer file: version 2 added the
 ring kernel (`options.kernel`), whose floats a version-1 reader would not reproduce; a version-1
 file names no kernel and decodes with the model's own forward, as it was made. Version 3 added
-the bfloat16 ring (`options.dtype`); a version-2 file names no dtype and decodes in float32. An optional header
+the bfloat16 ring (`options.dtype`) and workers (`options.workers`, one payload part each: `payload_parts`);
+a version-2 file names neither and decodes in float32, in one process. An optional header
 key is no such change: readers ignore keys they do not know, and treat a missing optional key as
 "not recorded" (the `file` key, the original's mode and mtime, came this way: files without it
 decompress as before, to the umask's default mode).

@@ -1,8 +1,8 @@
 """The coder's streams in parallel processes: one part of the streams per process, each with its own threads.
 
 Static coding is embarrassingly parallel: every stream is coded on its own. One process with two
-PyTorch threads splits each op of a step in two, and a decoding step is many small ops (on 2 cores,
-its batched attention matmuls run at a third of the memory bandwidth). Two processes with one thread
+PyTorch threads splits each op of a step in two, and a decoding step is many small ops (half of it
+batched attention matmuls over thousands of tiny matrices, which read about 12 GB/s a thread). Two processes with one thread
 each, stepping half the streams apiece, code about 30% more bytes per second (benchmarks/compress.py).
 Each part has its own range coder payload and block checksums; the decoder splits the streams the
 same way, so each part sees exactly the batches and thread count its encoder saw.
@@ -33,7 +33,8 @@ PROGRESS_EVERY_S = 0.2  # how often a worker reports the tokens it coded
 
 def run_parts(fn: Callable, model: GPT, parts: Sequence[tuple], threads: int, progress: Callable[[int], None] | None) -> list:
     """`fn(model, *part, progress=...)` for each part, each with `threads` PyTorch threads: in this process when
-    there is one part, else in one spawned process per part. A worker's NextlabError is raised here, with its message."""
+    there is one part, else in one process per part (forked or spawned, as above). A worker's NextlabError is
+    raised here, with its message."""
     if len(parts) == 1:  # float kernels' results depend on the thread count: exactly `threads`, then as before
         before = torch.get_num_threads()
         torch.set_num_threads(threads)
@@ -54,9 +55,9 @@ def run_parts(fn: Callable, model: GPT, parts: Sequence[tuple], threads: int, pr
             try:
                 kind, i, value = messages.get(timeout=1.0)
             except queue.Empty:
-                for i, p in enumerate(procs):
-                    if i not in results and p.exitcode not in (None, 0):
-                        raise NextlabError(f"coding worker {i + 1} of {len(procs)} stopped (exit code {p.exitcode})") from None
+                for k, p in enumerate(procs):
+                    if k not in results and p.exitcode not in (None, 0):
+                        raise NextlabError(f"coding worker {k + 1} of {len(procs)} stopped (exit code {p.exitcode})") from None
                 continue
             if kind == "progress":
                 if progress:
@@ -67,7 +68,7 @@ def run_parts(fn: Callable, model: GPT, parts: Sequence[tuple], threads: int, pr
                 results[i] = value
     finally:
         for p in procs:
-            if p.is_alive() and p.pid is not None and len(results) < len(parts):
+            if p.is_alive() and len(results) < len(parts):
                 p.terminate()
             p.join()
     return [results[i] for i in range(len(parts))]
