@@ -246,7 +246,7 @@ def cmd_compress(args) -> None:
     fresh = args.model == "none"
     opts = fresh_options() if fresh else CoderOptions()
     opts.mode = args.mode or opts.mode
-    for name in ("streams", "block_steps", "lr", "train_window", "threads", "workers", "kernel", "window", "dtype"):
+    for name in ("streams", "block_steps", "lr", "train_window", "threads", "workers", "kernel", "window", "dtype", "attention"):
         if getattr(args, name) is not None:
             setattr(opts, name, getattr(args, name))
     checkpoint = None if fresh else args.model
@@ -738,6 +738,8 @@ def _add_compress(sub) -> None:
     z.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), help="ring kernel: weights and keys in bfloat16 "
                    "(1.5x faster where the CPU has bf16 dot products, emulated and slower elsewhere) or float32; default auto = "
                    "bfloat16 where the CPU has them (recorded; decompression uses the same)")
+    z.add_argument("--attention", choices=("auto", "numba", "torch"), help="ring kernel: the attention in compiled loops "
+                   "(numba; default auto) or with torch.bmm (slower; recorded, decompression uses the same)")
     z.add_argument("--seed", type=int, default=0, help="seed of the fresh model with -m none")
     z.add_argument("--stats", action="store_true", help="print ideal code length, coder overhead, throughput, gzip/bzip2/xz")
     z.add_argument("-f", "--force", action="store_true", help="overwrite the output")

@@ -77,11 +77,13 @@ def test_roundtrip_utf8_text_checkpoint(tiny, mode, text):
     [b"", b"x", b"\x00", os.urandom(5000), make_text(60).encode(), "naïve 日本語 ✓ \U0001f600 <|endoftext|>".encode() * 20],
     ids=["empty", "one-byte", "nul", "random-binary", "text", "unicode"],
 )
-@pytest.mark.parametrize("kernel, dtype", [("ring", "float32"), ("ring", "bfloat16"), ("model", "float32")],
-                         ids=["ring-fp32", "ring-bf16", "model"])
-def test_roundtrip_cases(tiny, mode, data, kernel, dtype):
-    blob, _ = roundtrip(data, tiny.model, tiny.tokenizer, mode, kernel=kernel, dtype=dtype)
-    assert (read_header(blob, "x")["options"]["kernel"], read_header(blob, "x")["options"]["dtype"]) == (kernel, dtype)
+@pytest.mark.parametrize("kernel, dtype, attention", [("ring", "float32", "numba"), ("ring", "bfloat16", "numba"),
+                                                     ("ring", "bfloat16", "torch"), ("model", "float32", "torch")],
+                         ids=["ring-fp32", "ring-bf16", "ring-bf16-bmm", "model"])
+def test_roundtrip_cases(tiny, mode, data, kernel, dtype, attention):
+    blob, _ = roundtrip(data, tiny.model, tiny.tokenizer, mode, kernel=kernel, dtype=dtype, attention=attention)
+    options = read_header(blob, "x")["options"]
+    assert (options["kernel"], options["dtype"], options["attention"]) == (kernel, dtype, attention)
 
 
 def test_unseen_characters_with_a_chars_model(chars_checkpoint):
@@ -174,37 +176,40 @@ def _jittered(cfg: ModelConfig, seed: int = 0) -> GPT:
     return model
 
 
+@pytest.mark.parametrize("attention", ["numba", "torch"])
 @pytest.mark.parametrize("kv_heads, qk_norm", [(4, True), (2, True), (4, False)], ids=["mha", "gqa", "no-qk-norm"])
-def test_ring_step_is_the_model_within_its_window(kv_heads, qk_norm):
+def test_ring_step_is_the_model_within_its_window(kv_heads, qk_norm, attention):
     cfg = ModelConfig(vocab_size=257, n_layer=2, n_head=4, n_kv_head=kv_heads, n_embd=64, block_size=32, qk_norm=qk_norm)
     model = _jittered(cfg)
     x = torch.randint(0, 257, (3, 32))
-    ring = RingStep(model, streams=3, window=32)
+    ring = RingStep(model, streams=3, window=32, attention=attention)
     stepped = torch.stack([ring(x[:, t]) for t in range(32)], dim=1)
     torch.testing.assert_close(stepped, model(x)[0], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("attention", ["numba", "torch"])
 @pytest.mark.parametrize("kv_heads, qk_norm", [(4, True), (2, True), (4, False)], ids=["mha", "gqa", "no-qk-norm"])
-def test_ring_past_its_window_sees_the_last_window_tokens(kv_heads, qk_norm):
+def test_ring_past_its_window_sees_the_last_window_tokens(kv_heads, qk_norm, attention):
     """One layer: the logits at any position are the model's on the last `window` tokens alone, long past
     block_size (keys keep their absolute rotation; only the distance between positions counts)."""
     cfg = ModelConfig(vocab_size=257, n_layer=1, n_head=4, n_kv_head=kv_heads, n_embd=32, block_size=16, qk_norm=qk_norm)
     model, window = _jittered(cfg, seed=1), 8
     x = torch.randint(0, 257, (2, 100))
-    ring = RingStep(model, streams=2, window=window)
+    ring = RingStep(model, streams=2, window=window, attention=attention)
     for t in range(100):
         logits = ring(x[:, t])
         if t + 1 >= window:
             torch.testing.assert_close(logits, model(x[:, t + 1 - window : t + 1])[0][:, -1], atol=1e-5, rtol=1e-5)
 
 
-def test_ring_step_in_bfloat16_stays_close_to_the_model():
+@pytest.mark.parametrize("attention", ["numba", "torch"])
+def test_ring_step_in_bfloat16_stays_close_to_the_model(attention):
     """bf16 weights and keys move each logit by a few percent of the logits' spread at most (a wrong key or
     position moves them by about the spread itself)."""
     cfg = ModelConfig(vocab_size=257, n_layer=2, n_head=4, n_kv_head=2, n_embd=64, block_size=32)
     model = _jittered(cfg)
     x = torch.randint(0, 257, (3, 32))
-    ring = RingStep(model, streams=3, window=32, dtype=torch.bfloat16)
+    ring = RingStep(model, streams=3, window=32, dtype=torch.bfloat16, attention=attention)
     stepped = torch.stack([ring(x[:, t]) for t in range(32)], dim=1)
     with torch.no_grad():
         exact = model(x)[0]
@@ -212,6 +217,37 @@ def test_ring_step_in_bfloat16_stays_close_to_the_model():
     assert 0 < (stepped - exact).abs().max() < 0.05 * exact.std()
     with pytest.raises(ValueError, match="dtype must be torch.float32 or torch.bfloat16"):
         RingStep(model, streams=1, window=4, dtype=torch.float16)
+    with pytest.raises(ValueError, match="attention must be one of numba, torch"):
+        RingStep(model, streams=1, window=4, attention="sdpa")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_compiled_attention_is_softmax_attention_and_writes_the_new_slot(dtype):
+    """attention.py against the definition, for grouped queries and a ring only partly filled (n < window);
+    both loops write the new key and value into their slot first, and leave every other slot alone."""
+    from nextlab.compress import attention
+    from nextlab.compress.ring import _bits
+
+    g = torch.Generator().manual_seed(0)
+    kv_rows, group, hd, window, slot, n = 6, 2, 16, 12, 4, 9
+    q = torch.randn(kv_rows * group, hd, generator=g)
+    keys = torch.randn(kv_rows, hd, window, generator=g).to(dtype)
+    values = torch.randn(kv_rows, window, hd, generator=g).to(dtype)
+    new_k, new_v = torch.randn(kv_rows, hd, generator=g).to(dtype), torch.randn(kv_rows, hd, generator=g).to(dtype)
+    want_k, want_v = keys.clone(), values.clone()
+    want_k[:, :, slot], want_v[:, slot] = new_k, new_v
+    k_rows = want_k[:, :, :n].float().repeat_interleave(group, dim=0)  # (rows, hd, n)
+    expected = torch.softmax(torch.einsum("rd,rdj->rj", q, k_rows), -1)
+    expected = torch.einsum("rj,rjd->rd", expected, want_v[:, :n].float().repeat_interleave(group, dim=0))
+
+    shift = 16 if dtype == torch.bfloat16 else 0
+    scores = torch.full((q.size(0), window), float("nan"))
+    attention.scores(q.numpy(), _bits(keys), _bits(new_k), slot, n, shift, scores.numpy())
+    out = torch.empty_like(q)
+    attention.mix(torch.softmax(scores[:, :n], -1).contiguous().numpy(), _bits(values), _bits(new_v), slot, n, shift, out.numpy())
+    assert torch.equal(keys, want_k) and torch.equal(values, want_v)
+    assert scores[:, n:].isnan().all()  # nothing past the filled slots is read or written
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
@@ -224,7 +260,10 @@ def test_kernels_compute_different_floats_and_files_record_theirs(tiny, dtype):
     assert (header["options"]["kernel"], header["options"]["dtype"]) == ("ring", dtype)
     assert header["options"]["window"] == tiny.model.cfg.block_size // 2
     other = "bfloat16" if dtype == "float32" else "float32"
-    for change in (dict(kernel="model", window=0, dtype="float32"), dict(dtype=other)):
+    changes = [dict(kernel="model", window=0, dtype="float32", attention="torch"), dict(dtype=other)]
+    if dtype == "bfloat16":  # torch's bmm rounds the queries and probabilities to bf16 as well; in fp32 the two differ
+        changes.append(dict(attention="torch"))  # in the last bits, which this short input's code may not feel
+    for change in changes:
         forged = copy.deepcopy(header)
         forged["options"].update(change)  # the same payload, decoded with other floats
         with pytest.raises(NextlabError, match="decodes differently"):
@@ -245,8 +284,13 @@ def test_kernels_compute_different_floats_and_files_record_theirs(tiny, dtype):
     (lambda o: o.pop("dtype"), r"dtype 'auto'"),  # version 3 names its dtype
     (lambda o: o.update(dtype="float16"), r"dtype must be one of auto, float32, bfloat16, got 'float16'"),
     (lambda o: o.update(kernel="model", window=0, dtype="bfloat16"), r"dtype bfloat16 is for the ring kernel"),
+    (lambda o: o.update(attention="auto"), r"attention 'auto' \(a file records the attention that ran"),
+    (lambda o: o.pop("attention"), r"attention 'auto'"),  # version 4 names its attention
+    (lambda o: o.update(attention="sdpa"), r"attention must be one of auto, numba, torch, got 'sdpa'"),
+    (lambda o: o.update(kernel="model", window=0, dtype="float32"), r"attention numba is for the ring kernel"),
 ], ids=["auto", "no-kernel", "window-0", "streams-0", "window-too-long", "window-str", "types", "model-with-window", "modes-disagree",
-        "dtype-auto", "no-dtype", "dtype-fp16", "model-in-bf16"])
+        "dtype-auto", "no-dtype", "dtype-fp16", "model-in-bf16", "attention-auto", "no-attention", "attention-sdpa",
+        "model-with-numba"])
 def test_forged_kernel_options_are_refused(packed, tiny, tmp_path, change, match):
     _, nxz = packed
     bad = _repacked(nxz, tmp_path / "bad.nxz", lambda h: change(h["options"]))
@@ -288,13 +332,27 @@ def test_version_2_file_decodes_in_float32(tiny):
     from nextlab.compress.container import pack, unpack
 
     data = make_text(40).encode()
-    blob, _ = compress_bytes(data, tiny.model, tiny.tokenizer, CoderOptions(dtype="float32", **OPTS))
+    blob, _ = compress_bytes(data, tiny.model, tiny.tokenizer, CoderOptions(dtype="float32", attention="torch", **OPTS))
     header, payload, _ = unpack(blob, "x")
     header["options"].pop("dtype")
     header["options"].pop("workers")
+    header["options"].pop("attention")
     header.pop("payload_parts")
     old = pack(header, payload, version=2)
     assert decompress_bytes(old, tiny.model, tiny.tokenizer)[0] == data
+
+
+def test_version_3_file_decodes_with_torch_attention(tiny):
+    """What nextlab wrote before attention.py: a version-3 container whose options name no attention."""
+    from nextlab.compress.container import pack, unpack
+
+    data = make_text(40).encode()
+    blob, _ = compress_bytes(data, tiny.model, tiny.tokenizer, CoderOptions(attention="torch", **OPTS))
+    header, payload, _ = unpack(blob, "x")
+    header["options"].pop("attention")
+    assert decompress_bytes(pack(header, payload, version=3), tiny.model, tiny.tokenizer)[0] == data
+    with pytest.raises(NextlabError, match="attention 'auto'"):  # version 4 must name it
+        decompress_bytes(pack(header, payload), tiny.model, tiny.tokenizer)
 
 
 def test_auto_dtype_is_bfloat16_only_where_the_cpu_has_bf16_dot_products(tiny, monkeypatch):
@@ -520,7 +578,8 @@ def test_options_are_recorded(packed, tiny):
     from nextlab.compress.coder import native_bf16
 
     dtype = "bfloat16" if native_bf16() else "float32"
-    resolved = CoderOptions(**OPTS, kernel="ring", window=tiny.model.cfg.block_size // 2, dtype=dtype, workers=1)  # "auto" and 0 filled in
+    resolved = CoderOptions(**OPTS, kernel="ring", window=tiny.model.cfg.block_size // 2, dtype=dtype, workers=1,
+                            attention="numba")  # "auto" and 0 filled in
     assert dataclasses.asdict(CoderOptions(**header["options"], threads=1)) == dataclasses.asdict(resolved)
 
 

@@ -14,7 +14,8 @@ input with a teacher-forced pass.
   kernels, recorded in the file: `ring` (ring.py; modern models) keeps the last
   `window` keys of each stream in a ring and is never rebuilt; `model` is the model's
   own forward with a KVCache, rebuilt from the last quarter context when full. The ring
-  runs in bfloat16 where the CPU has bf16 dot products (`dtype`, also recorded), else fp32.
+  runs in bfloat16 where the CPU has bf16 dot products (`dtype`, also recorded), else fp32, and its
+  attention runs in attention.py's compiled loops (`attention`, recorded: torch.bmm before version 4).
 - Every `block_steps` steps ends a block: its tokens get a checksum, so a decoder
   whose floats differ from the encoder's stops at the first bad block.
 - `static`: the weights stay fixed (Deletang et al., 2024).
@@ -42,7 +43,7 @@ import torch
 
 from nextlab.checkpoint import model_fingerprint
 from nextlab.compress.container import block_checksum, pack, unpack
-from nextlab.compress.ring import RingStep
+from nextlab.compress.ring import ATTENTIONS, RingStep
 from nextlab.compress.ring import supports as ring_supports
 from nextlab.compress.workers import run_parts
 from nextlab.errors import NextlabError
@@ -85,6 +86,7 @@ class CoderOptions:
     kernel: str = "auto"  # "ring" (modern models), "model" (any model) or "auto" (ring where it runs); see ring.py
     window: int = 0  # ring kernel: the tokens of context each stream keeps (0 = half the model's block_size, a quarter adaptive)
     dtype: str = "auto"  # ring kernel: "float32", "bfloat16" or "auto" (bfloat16 where the CPU has bf16 dot products)
+    attention: str = "auto"  # ring kernel: "numba" (attention.py), "torch" (torch.bmm) or "auto" (numba; the model kernel: torch)
     lr: float = 2e-3  # adaptive: Adam learning rate
     train_window: int = 64  # adaptive: tokens per stream in each update (the newest ones)
     grad_clip: float = 1.0
@@ -113,6 +115,10 @@ class CoderOptions:
             out.append(f"window {self.window} is for the ring kernel; the model kernel keeps the model's own context")
         if self.kernel == "model" and self.dtype == "bfloat16":
             out.append("dtype bfloat16 is for the ring kernel; the model kernel runs in float32")
+        if self.attention not in ATTENTIONS + ("auto",):
+            out.append(f"attention must be one of auto, {', '.join(ATTENTIONS)}, got {self.attention!r}")
+        if self.kernel == "model" and self.attention == "numba":
+            out.append("attention numba is for the ring kernel; the model kernel runs its own (torch)")
         if self.threads < 0:
             out.append(f"threads must be at least 0 (0 = current setting), got {self.threads}")
         if not 0 <= self.workers <= MAX_WORKERS:
@@ -236,8 +242,8 @@ class _ModelKernel:
 class _RingKernel:
     """RingStep (ring.py): the last `window` tokens of every stream, never rebuilt."""
 
-    def __init__(self, model: GPT, hist: torch.Tensor, window: int, dtype: str) -> None:
-        self.hist, self.step = hist, RingStep(model, hist.size(0), window, DTYPES[dtype])
+    def __init__(self, model: GPT, hist: torch.Tensor, window: int, dtype: str, attention: str) -> None:
+        self.hist, self.step = hist, RingStep(model, hist.size(0), window, DTYPES[dtype], attention)
 
     def __call__(self, end: int) -> torch.Tensor:
         return self.step(self.hist[:, end - 1])
@@ -266,7 +272,7 @@ def native_bf16() -> bool:
 def resolve_options(model: GPT, opts: CoderOptions) -> CoderOptions:
     """The options as the coder runs them and the header records them: the mode's stream defaults, the kernel
     ("auto" is the ring wherever it can run), the ring's window (0 = the default, at most the model's
-    block_size) and dtype ("auto" is bfloat16 on a CPU with bf16 dot products) filled in."""
+    block_size), dtype ("auto" is bfloat16 on a CPU with bf16 dot products) and attention ("auto" is numba) filled in."""
     defaults = MODE_DEFAULTS[opts.mode]
     opts = dataclasses.replace(opts, streams=opts.streams or defaults.streams,
                                min_stream_tokens=opts.min_stream_tokens or defaults.min_stream_tokens)
@@ -276,14 +282,17 @@ def resolve_options(model: GPT, opts: CoderOptions) -> CoderOptions:
             raise NextlabError(f"window {opts.window} is for the ring kernel, which runs modern models only (rotary positions)")
         if opts.dtype == "bfloat16":
             raise NextlabError("dtype bfloat16 is for the ring kernel, which runs modern models only (rotary positions)")
-        return dataclasses.replace(opts, kernel=kernel, dtype="float32")
+        if opts.attention == "numba":
+            raise NextlabError("attention numba is for the ring kernel, which runs modern models only (rotary positions)")
+        return dataclasses.replace(opts, kernel=kernel, dtype="float32", attention="torch")
     if not ring_supports(model):
         raise NextlabError("the ring kernel runs modern models only (rotary positions); use kernel 'model'")
     window = opts.window or default_window(model, opts.mode)
     if window > model.cfg.block_size:
         raise NextlabError(f"window {window} exceeds the model's context (block_size {model.cfg.block_size})")
     dtype = opts.dtype if opts.dtype != "auto" else "bfloat16" if native_bf16() else "float32"
-    return dataclasses.replace(opts, kernel=kernel, window=window, dtype=dtype)
+    attention = "numba" if opts.attention == "auto" else opts.attention
+    return dataclasses.replace(opts, kernel=kernel, window=window, dtype=dtype, attention=attention)
 
 
 def _unresolved(opts: CoderOptions, resolved: CoderOptions) -> str:
@@ -291,7 +300,7 @@ def _unresolved(opts: CoderOptions, resolved: CoderOptions) -> str:
 
 
 def _kernel_name(opts: CoderOptions) -> str:
-    return f"ring, window {opts.window}, {opts.dtype}" if opts.kernel == "ring" else opts.kernel
+    return f"ring, window {opts.window}, {opts.dtype}, {opts.attention} attention" if opts.kernel == "ring" else opts.kernel
 
 
 def _update(model: GPT, optimizer, hist: torch.Tensor, end: int, rows: int, opts: CoderOptions) -> None:
@@ -328,7 +337,10 @@ def _lockstep(
     optimizer = None
     if opts.mode == "adaptive":
         optimizer = torch.optim.Adam(model.parameters(), lr=opts.lr, betas=(0.9, 0.99), foreach=False)
-    kernel = _RingKernel(model, hist, opts.window, opts.dtype) if opts.kernel == "ring" else _ModelKernel(model, hist)
+    if opts.kernel == "ring":
+        kernel = _RingKernel(model, hist, opts.window, opts.dtype, opts.attention)
+    else:
+        kernel = _ModelKernel(model, hist)
     logits = kernel(1)
     active = B
     block_start = 0
@@ -510,6 +522,8 @@ def decompress_bytes(
         if version <= 2:  # from before the bfloat16 ring and workers: every file was coded in float32, in one process
             options.setdefault("dtype", "float32")
             options.setdefault("workers", 1)
+        if version <= 3:  # from before attention.py: torch.bmm computed every attention
+            options.setdefault("attention", "torch")
         opts = CoderOptions(**options, threads=header["threads"])
         sums = base64.b64decode(header["block_checksums"], validate=True)
         checksums = [sums[i : i + 2] for i in range(0, len(sums), 2)]
@@ -526,6 +540,8 @@ def decompress_bytes(
         problems.append("kernel 'auto' (a file records the kernel that ran)")
     if opts.dtype == "auto":
         problems.append("dtype 'auto' (a file records the dtype that ran)")
+    if opts.attention == "auto":
+        problems.append("attention 'auto' (a file records the attention that ran)")
     if problems:
         raise NextlabError(f"{source}: malformed header ({'; '.join(problems)})")
     if "fresh" in msec:

@@ -21,7 +21,9 @@ The version changes only when an older reader would misread a newer file: versio
 ring kernel (`options.kernel`), whose floats a version-1 reader would not reproduce; a version-1
 file names no kernel and decodes with the model's own forward, as it was made. Version 3 added
 the bfloat16 ring (`options.dtype`) and workers (`options.workers`, one payload part each: `payload_parts`);
-a version-2 file names neither and decodes in float32, in one process. An optional header
+a version-2 file names neither and decodes in float32, in one process. Version 4 added the ring's
+attention in attention.py's loops (`options.attention`); a version-3 file names none and decodes
+with torch.bmm. An optional header
 key is no such change: readers ignore keys they do not know, and treat a missing optional key as
 "not recorded" (the `file` key, the original's mode and mtime, came this way: files without it
 decompress as before, to the umask's default mode).
@@ -45,8 +47,8 @@ from nextlab.errors import NextlabError
 from nextlab.files import give_default_mode
 
 MAGIC = b"NXLZ\r\n"
-FORMAT_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 _PREFIX = struct.Struct("<6sHI")  # magic, version, header length
 _DIGEST = 32
 

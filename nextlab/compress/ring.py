@@ -30,10 +30,14 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from nextlab.compress import attention
 from nextlab.model import GPT
+
+ATTENTIONS = ("numba", "torch")  # who computes the attention: attention.py's loops, or torch.bmm (files before version 4)
 
 
 def supports(model: GPT) -> bool:
@@ -53,7 +57,8 @@ class _Layer(NamedTuple):
 class RingStep:
     """Call with one token per stream (B,) to get the next-token logits (B, vocab)."""
 
-    def __init__(self, model: GPT, streams: int, window: int, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(self, model: GPT, streams: int, window: int, dtype: torch.dtype = torch.float32,
+                 attention: str = "numba") -> None:
         cfg = model.cfg
         if not supports(model):
             raise ValueError("the ring kernel runs modern models only (rotary positions)")
@@ -61,11 +66,16 @@ class RingStep:
             raise ValueError(f"window must be between 1 and block_size ({cfg.block_size}), got {window}")
         if dtype not in (torch.float32, torch.bfloat16):
             raise ValueError(f"dtype must be torch.float32 or torch.bfloat16, got {dtype}")
-        self.model, self.cfg, self.window, self.dtype = model, cfg, window, dtype
+        if attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {', '.join(ATTENTIONS)}, got {attention!r}")
+        self.model, self.cfg, self.window, self.dtype, self.attention = model, cfg, window, dtype, attention
         self.group = cfg.n_head // cfg.n_kv_head
-        shape = (cfg.n_layer, streams, cfg.n_kv_head, window, cfg.head_dim)
-        self.k = torch.zeros(shape, dtype=dtype)
-        self.v = torch.zeros(shape, dtype=dtype)
+        rows = streams * cfg.n_kv_head
+        if attention == "numba":  # keys transposed: attention.scores runs over contiguous slots
+            self.k = torch.zeros((cfg.n_layer, rows, cfg.head_dim, window), dtype=dtype)
+        else:
+            self.k = torch.zeros((cfg.n_layer, rows, window, cfg.head_dim), dtype=dtype)
+        self.v = torch.zeros((cfg.n_layer, rows, window, cfg.head_dim), dtype=dtype)
         self.position = 0  # tokens stepped so far (every stream)
         inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float64) / cfg.head_dim))
         self.inv_freq = torch.cat([inv_freq, inv_freq])
@@ -112,18 +122,45 @@ class RingStep:
             if layer.qk_gain is not None:
                 qk = _rms(qk, eps) * layer.qk_gain
             qk = qk * cos + torch.cat([-qk[..., half:], qk[..., :half]], dim=-1) * sin
-            q, k = qk[:, :H], qk[:, H:]
-            keys, values = self.k[i], self.v[i]
-            keys[:, :, slot] = k
-            values[:, :, slot] = v
-            keys, values = keys.view(B * KV, self.window, hd)[:, :n], values.view(B * KV, self.window, hd)[:, :n]
-            scores = torch.bmm(q.reshape(B * KV, self.group, hd).to(self.dtype), keys.transpose(1, 2))
-            y = torch.bmm(torch.softmax(scores.float(), dim=-1).to(self.dtype), values)
+            attend = self._attend_numba if self.attention == "numba" else self._attend_torch
+            y = attend(i, qk[:, :H], qk[:, H:], v, slot, n)
             x = _add_matmul(x, y.view(B, H * hd), layer.o)
             gate, up = _matmul(_rms(x, eps), layer.gate_up).chunk(2, dim=-1)
             x = _add_matmul(x, F.silu(gate) * up, layer.down)
         self.position += 1
         return _rms(x, eps) @ self.head
+
+    def _attend_torch(self, i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slot: int, n: int) -> torch.Tensor:
+        """Layer i's attention with torch.bmm over the ring (q (B, H, hd), k and v (B, KV, hd)): (B, H, hd)."""
+        hd = q.size(-1)
+        keys, values = self.k[i], self.v[i]
+        keys[:, slot] = k.reshape(-1, hd)
+        values[:, slot] = v.reshape(-1, hd)
+        scores = torch.bmm(q.reshape(keys.size(0), self.group, hd).to(self.dtype), keys[:, :n].transpose(1, 2))
+        return torch.bmm(torch.softmax(scores.float(), dim=-1).to(self.dtype), values[:, :n])
+
+    def _attend_numba(self, i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slot: int, n: int) -> torch.Tensor:
+        """The same with attention.py's loops, which also write k and v into the ring; fp32 queries."""
+        hd = q.size(-1)
+        q = q.reshape(-1, hd).contiguous()
+        scores = torch.empty(q.size(0), n)
+        attention.scores(q.numpy(), _bits(self.k[i]), _bits(k.reshape(-1, hd).to(self.dtype).contiguous()), slot, n,
+                         self._shift, scores.numpy())
+        y = torch.empty_like(q)
+        attention.mix(torch.softmax(scores, dim=-1).numpy(), _bits(self.v[i]),
+                      _bits(v.reshape(-1, hd).to(self.dtype).contiguous()), slot, n, self._shift, y.numpy())
+        return y
+
+    @property
+    def _shift(self) -> int:
+        return 16 if self.dtype == torch.bfloat16 else 0  # bf16 bits are the high half of fp32's
+
+
+def _bits(t: torch.Tensor) -> np.ndarray:
+    """A contiguous bf16 or fp32 tensor's storage as unsigned integers (NumPy has no bfloat16), sharing memory."""
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.int16).numpy().view(np.uint16)
+    return t.view(torch.int32).numpy().view(np.uint32)
 
 
 def _matmul(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
