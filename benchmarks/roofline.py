@@ -14,6 +14,8 @@ batch-1 sampling (one decoding step with the context half full); the compressor'
 in the model kernel (the model's forward, its cache five eighths full on average; 64 streams, the old default) and
 in the ring kernel (the default: the last block_size / 2 keys) at 64 and at 512 streams (static mode's default),
 in float32 and, where the CPU has bf16 dot products (the coder's default there), in bfloat16 at 512 streams,
+all with torch.bmm's attention (what a process with more than one thread runs), and as one of static mode's
+one-thread workers runs it: 256 streams (its share of 512 on 2 threads), attention.py's loops, against one thread's roofs;
 and its adaptive update (per 64 steps of 64 streams); a batched serving step
 (32 rows of the demo model). Bytes count the weights read once per step (and, for training, the gradients and
 optimizer state) plus the keys and values a step reads; activations are left out, so bytes are a floor.
@@ -54,6 +56,7 @@ class Loop:
     flops: float  # per step
     bytes: float  # per step (a floor: weights, gradients, optimizer state, keys and values)
     dtype: torch.dtype  # of the matmuls
+    threads: int = 0  # that it ran with (0 = the --threads of the run), and whose roofs apply
 
 
 def decode_flops(model: GPT, rows: int, context: int) -> float:
@@ -108,17 +111,23 @@ def decoding_step(name: str, model: GPT, rows: int, context: int, repeats: int) 
 
 
 @torch.inference_mode()
-def ring_step(model: GPT, rows: int, window: int, repeats: int, dtype: torch.dtype = torch.float32) -> Loop:
+def ring_step(model: GPT, rows: int, window: int, repeats: int, dtype: torch.dtype = torch.float32,
+              attention: str = "torch", threads: int = 0) -> Loop:
     """The compressor's static step: one token for each of `rows` streams through RingStep, its ring full."""
-    ring = RingStep(model, rows, window, dtype)
+    ring = RingStep(model, rows, window, dtype, attention)
     tokens = torch.zeros(rows, dtype=torch.long)
-    for _ in range(window):
-        ring(tokens)
-    seconds = best_seconds(lambda: ring(tokens), CPU, repeats)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)
+    try:
+        for _ in range(window):
+            ring(tokens)
+        seconds = best_seconds(lambda: ring(tokens), CPU, repeats)
+    finally:
+        torch.set_num_threads(before)
     size = dtype.itemsize  # weights and keys in the ring's dtype (kv_bytes counts fp32)
-    return Loop(f"compressor static, ring {window} {'bf16' if dtype == torch.bfloat16 else 'fp32'}, B{rows}", seconds,
-                decode_flops(model, rows, window), multiplying_weights(model) * size + kv_bytes(model, rows, window) * size // 4,
-                dtype)
+    name = f"compressor static, ring {window} {'bf16' if dtype == torch.bfloat16 else 'fp32'}, {attention}"
+    return Loop(f"{name}, B{rows}" + (f", {threads} thread" if threads else ""), seconds, decode_flops(model, rows, window),
+                multiplying_weights(model) * size + kv_bytes(model, rows, window) * size // 4, dtype, threads)
 
 
 def adaptive_update(model: GPT, rows: int, window: int, repeats: int) -> Loop:
@@ -162,6 +171,8 @@ def main() -> None:
         ring_step(coder_model, 512, default_window(coder_model, "static"), args.repeats * 2),
         *([ring_step(coder_model, 512, default_window(coder_model, "static"), args.repeats * 2, torch.bfloat16)]
           if native_bf16() else []),
+        ring_step(coder_model, 256, default_window(coder_model, "static"), args.repeats * 2,
+                  torch.bfloat16 if native_bf16() else torch.float32, "numba", threads=1),
         adaptive_update(coder_model.train(), 64, 64, args.repeats),
         decoding_step("serving step, 32 rows, demo", demo_model, 32, 48, args.repeats * 20),
     ]
@@ -180,21 +191,31 @@ def main() -> None:
         f32 = matmul_flops(m, k, n, torch.float32, repeats=args.repeats)
         bf16 = "emulated" if emulated else f"{matmul_flops(m, k, n, torch.bfloat16, repeats=args.repeats) / 1e9:.1f}"
         print(f"{label:<34} {f32 / 1e9:>16.1f} {bf16:>17}")
+    peaks_at = {args.threads: peaks}
+    for threads in sorted({loop.threads for loop in loops} - {0, args.threads}):
+        torch.set_num_threads(threads)
+        peaks_at[threads] = {dt: peak_matmul(dt, repeats=args.repeats)[0] for dt in peaks}
+        print(f"{f'peak: square, {threads} thread(s)':<34} {peaks_at[threads][torch.float32] / 1e9:>16.1f} "
+              f"{peaks_at[threads][torch.bfloat16] / 1e9:>17.1f}")
+    torch.set_num_threads(args.threads)
     print(f"\n{'memory':<34} {'read GB/s':>16} {'copy GB/s':>17}")
     bandwidth = {}
     for mb in (4, 16, 64, 400):
         bandwidth[mb] = read_bandwidth(mb, repeats=args.repeats)
         print(f"{f'{mb} MB':<34} {bandwidth[mb] / 1e9:>16.1f} {copy_bandwidth(mb, repeats=args.repeats) / 1e9:>17.1f}")
 
-    print(f"\n{'hot loop':<38} {'ms/step':>8} {'GFLOP/s':>8} {'GB/s':>6} {'FLOP/B':>7} {'bound':>8} {'roof':>8} {'of roof':>8}")
+    print(f"\n{'hot loop':<52} {'ms/step':>8} {'GFLOP/s':>8} {'GB/s':>6} {'FLOP/B':>7} {'bound':>8} {'roof':>8} {'of roof':>8}")
     for loop in loops:
+        threads = loop.threads or args.threads
+        torch.set_num_threads(threads)  # the roofs of the threads it ran with
         megabytes = loop.bytes / 2**20
         bw = read_bandwidth(max(1.0, megabytes), repeats=args.repeats)  # at this loop's own working set
+        torch.set_num_threads(args.threads)
         flops, nbytes = loop.flops / loop.seconds, loop.bytes / loop.seconds
         intensity = loop.flops / loop.bytes
-        compute, memory = peaks[loop.dtype], intensity * bw
+        compute, memory = peaks_at[threads][loop.dtype], intensity * bw
         bound, roof = ("compute", compute) if compute <= memory else ("memory", memory)
-        print(f"{loop.name:<38} {loop.seconds * 1e3:>8.2f} {flops / 1e9:>8.1f} {nbytes / 1e9:>6.1f} {intensity:>7.1f} "
+        print(f"{loop.name:<52} {loop.seconds * 1e3:>8.2f} {flops / 1e9:>8.1f} {nbytes / 1e9:>6.1f} {intensity:>7.1f} "
               f"{bound:>8} {roof / 1e9:>8.1f} {flops / roof:>8.1%}")
     print("\nroof: the lower of the matmul peak (the square, the loop's dtype) and intensity x read bandwidth at the "
           "loop's working set; 'of roof': achieved FLOP/s over it. Bytes are a floor (no activations).")

@@ -368,6 +368,18 @@ def test_auto_dtype_is_bfloat16_only_where_the_cpu_has_bf16_dot_products(tiny, m
         compress_bytes(b"abc", gpt2, ByteTokenizer(), CoderOptions(dtype="bfloat16", **OPTS))
 
 
+def test_auto_attention_is_numba_where_each_worker_has_one_thread(tiny):
+    data = make_text(40).encode()
+    for threads, workers, attention in ((1, 0, "numba"), (2, 1, "torch"), (2, 2, "numba")):
+        opts = CoderOptions(**{**OPTS, "threads": threads, "workers": workers})
+        blob, _ = compress_bytes(data, tiny.model, tiny.tokenizer, opts)
+        assert read_header(blob, "x")["options"]["attention"] == attention
+    blob, _ = compress_bytes(data, tiny.model, tiny.tokenizer, CoderOptions(**{**OPTS, "attention": "torch"}))
+    assert read_header(blob, "x")["options"]["attention"] == "torch"
+    blob, _ = compress_bytes(data, tiny.model, tiny.tokenizer, CoderOptions(**{**OPTS, "kernel": "model"}))
+    assert read_header(blob, "x")["options"]["attention"] == "torch"
+
+
 # --- parts of the streams in worker processes ----------------------------------------------------
 
 

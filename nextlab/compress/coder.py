@@ -86,7 +86,7 @@ class CoderOptions:
     kernel: str = "auto"  # "ring" (modern models), "model" (any model) or "auto" (ring where it runs); see ring.py
     window: int = 0  # ring kernel: the tokens of context each stream keeps (0 = half the model's block_size, a quarter adaptive)
     dtype: str = "auto"  # ring kernel: "float32", "bfloat16" or "auto" (bfloat16 where the CPU has bf16 dot products)
-    attention: str = "auto"  # ring kernel: "numba" (attention.py), "torch" (torch.bmm) or "auto" (numba; the model kernel: torch)
+    attention: str = "auto"  # ring kernel: "numba" (attention.py), "torch" (torch.bmm) or "auto" (see resolve_attention)
     lr: float = 2e-3  # adaptive: Adam learning rate
     train_window: int = 64  # adaptive: tokens per stream in each update (the newest ones)
     grad_clip: float = 1.0
@@ -272,7 +272,8 @@ def native_bf16() -> bool:
 def resolve_options(model: GPT, opts: CoderOptions) -> CoderOptions:
     """The options as the coder runs them and the header records them: the mode's stream defaults, the kernel
     ("auto" is the ring wherever it can run), the ring's window (0 = the default, at most the model's
-    block_size), dtype ("auto" is bfloat16 on a CPU with bf16 dot products) and attention ("auto" is numba) filled in."""
+    block_size) and dtype ("auto" is bfloat16 on a CPU with bf16 dot products) filled in; the ring's attention is
+    left to resolve_attention, once the threads per worker are known."""
     defaults = MODE_DEFAULTS[opts.mode]
     opts = dataclasses.replace(opts, streams=opts.streams or defaults.streams,
                                min_stream_tokens=opts.min_stream_tokens or defaults.min_stream_tokens)
@@ -291,8 +292,17 @@ def resolve_options(model: GPT, opts: CoderOptions) -> CoderOptions:
     if window > model.cfg.block_size:
         raise NextlabError(f"window {window} exceeds the model's context (block_size {model.cfg.block_size})")
     dtype = opts.dtype if opts.dtype != "auto" else "bfloat16" if native_bf16() else "float32"
-    attention = "numba" if opts.attention == "auto" else opts.attention
-    return dataclasses.replace(opts, kernel=kernel, window=window, dtype=dtype, attention=attention)
+    return dataclasses.replace(opts, kernel=kernel, window=window, dtype=dtype)
+
+
+def resolve_attention(opts: CoderOptions, threads: int) -> str:
+    """"auto" with `threads` threads per worker: attention.py's loops where a worker has one thread, torch.bmm where
+    it has more. The loops are single-threaded: in a 2-thread process a step with them took 14-27% longer than with
+    the bmms, which use both threads, and splitting them across Python threads was slower still (PyTorch's idle
+    threads spin)."""
+    if opts.attention != "auto":
+        return opts.attention
+    return "numba" if threads == 1 else "torch"
 
 
 def _unresolved(opts: CoderOptions, resolved: CoderOptions) -> str:
@@ -408,7 +418,8 @@ def compress_bytes(
         raise NextlabError(f"the model's {tokenizer.kind} tokenizer does not round-trip this input; use a bytes-level model")
     lengths = _stream_lengths(len(tokens), opts)
     workers = resolve_workers(opts, threads, len(lengths))
-    opts = dataclasses.replace(opts, workers=workers, threads=max(1, threads // workers))
+    per_worker = max(1, threads // workers)
+    opts = dataclasses.replace(opts, workers=workers, threads=per_worker, attention=resolve_attention(opts, per_worker))
     ids = np.array(tokens, dtype=np.int32)
     parts, first = [], 0
     for part in _split(lengths, workers) if lengths else []:

@@ -19,9 +19,13 @@ the one case the coder has, every stream one token further, with less work:
   the step is about 1.5x faster, for the same bits per byte to four places on benchmarks/compress.py's
   stdlib file. The residual stream, norms, rotary, softmax and the output head stay fp32; each
   matmul's input is rounded to bf16 and its output widened back.
+- the attention itself (one query per stream and head against its ring) in attention.py's
+  compiled loops (`attention="numba"`), which read the ring in one pass, or with two torch.bmm
+  calls (`"torch"`: what files before format version 4 were coded with), which pay a fixed cost
+  for each of the thousands of tiny matrices.
 
-Its floats differ from the model kernel's (same model, other rounding), so a file records
-which kernel wrote it, and the decoder runs that one. Modern models only: GPT-2's learned
+Its floats differ from the model kernel's (same model, other rounding), and the two attentions'
+from each other, so a file records which kernel and attention wrote it, and the decoder runs those. Modern models only: GPT-2's learned
 positions stop at block_size.
 """
 
