@@ -240,11 +240,10 @@ def test_compiled_attention_is_softmax_attention_and_writes_the_new_slot(dtype):
     expected = torch.softmax(torch.einsum("rd,rdj->rj", q, k_rows), -1)
     expected = torch.einsum("rj,rjd->rd", expected, want_v[:, :n].float().repeat_interleave(group, dim=0))
 
-    shift = 16 if dtype == torch.bfloat16 else 0
     scores = torch.full((q.size(0), window), float("nan"))
-    attention.scores(q.numpy(), _bits(keys), _bits(new_k), slot, n, shift, scores.numpy())
+    attention.scores(q.numpy(), _bits(keys), _bits(new_k), slot, n, scores.numpy())
     out = torch.empty_like(q)
-    attention.mix(torch.softmax(scores[:, :n], -1).contiguous().numpy(), _bits(values), _bits(new_v), slot, n, shift, out.numpy())
+    attention.mix(torch.softmax(scores[:, :n], -1).contiguous().numpy(), _bits(values), _bits(new_v), slot, n, out.numpy())
     assert torch.equal(keys, want_k) and torch.equal(values, want_v)
     assert scores[:, n:].isnan().all()  # nothing past the filled slots is read or written
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)

@@ -1,57 +1,79 @@
 """The ring kernel's attention for one new token per stream, compiled with Numba.
 
-Each query attends to one key/value row of the ring (`window` slots of one stream and
-key/value head). With torch.bmm that is thousands of 1 x head_dim x window products per layer,
-and the batched matmul pays a fixed cost per matrix: on benchmarks/compress.py's files the two
-bmms read the ring at about 12 GB/s a thread, half of every step. These loops read it once,
-in order, at about 20 GB/s a thread (bfloat16, 596 rows of 128 x 48; this module's test
-prints nothing, `benchmarks/roofline.py` times the step). They also write the new token's key
-and value into its slot as they pass, instead of a separate strided copy.
+Each query attends to one key/value row of the ring (`window` slots of one stream and key/value
+head). With torch.bmm that is thousands of 1 x head_dim x window products per layer, and the
+batched matmul pays a fixed cost per matrix: it read the ring at about 12 GB/s a thread, and took
+half of every step. These loops read each row once, in order. Measured on one thread, bfloat16,
+596 rows of 128 x 48 (a worker's share of alice29.txt; 8 such rings in turn, out of cache): the scores
+took 0.42 ms a layer against 0.48 for q @ K^T, the weighted sum 0.35, and the whole attention
+about 0.8 ms against 1.29. They also write the new token's key and value into its slot as they
+pass, instead of a separate strided copy.
 
 The keys are stored transposed, (rows, head_dim, window), so the score loop runs over
 contiguous slots; the values as (rows, window, head_dim). Storage is bfloat16 or float32 bits
-(uint16 or uint32 arrays; `shift` 16 or 0 widens them to float32). Every sum runs in one fixed
+(uint16 or uint32 arrays, which `widen` turns into float32 bits). Every sum runs in one fixed
 order and nothing is reassociated or fused (no fastmath): the results depend on the inputs
-alone, not on the SIMD width or thread count, so encoder and decoder agree wherever both run
-this code.
+alone, not on the SIMD width, so encoder and decoder agree wherever both run this code. The
+loops are single-threaded: the coder uses them where each worker has one thread (coder.py's
+resolve_attention).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
+
+
+def widen(bits):
+    """The float32 bits of a stored value (used inside the compiled loops only)."""
+    raise NotImplementedError("compiled only")
+
+
+@overload(widen, inline="always")
+def _widen(bits):  # pragma: no cover - compiled
+    if bits == types.uint16:  # bf16 bits are the high half of fp32's
+        return lambda bits: np.uint32(bits) << np.uint32(16)
+    return lambda bits: np.uint32(bits)  # fp32 bits as they are
 
 
 @njit(cache=True, nogil=True, boundscheck=False)
-def scores(q, keys, new_keys, slot, n, shift, out):  # pragma: no cover - compiled (tests call it)
-    """out[r, :n] = q[r] . the first n keys of key row r // group, where group = rows of q per key row.
-    First writes new_keys[row] into slot `slot` of each key row. q (rows, hd) float32; keys (kv_rows, hd, window)
-    and new_keys (kv_rows, hd) as bits; out (rows, >= n) float32."""
+def scores(q, keys, new_keys, slot, n, out):  # pragma: no cover - compiled (tests call it)
+    """out[r, :n] = q[r] . the first n keys of key row r // group (group = rows of q per key row), where slot
+    `slot` holds new_keys[row], which is then written there. q (rows, hd) float32; keys (kv_rows, hd, window)
+    and new_keys (kv_rows, hd) as bits (uint16: bf16, uint32: fp32); out (rows, >= n) float32."""
     rows, hd = q.shape
     group = rows // keys.shape[0]
     bits = np.empty(keys.shape[2], np.uint32)
     key = bits.view(np.float32)
+    new_bits = np.empty(hd, np.uint32)
+    new_key = new_bits.view(np.float32)
     acc = np.empty(keys.shape[2], np.float32)
     for r in range(rows):
         kv = r // group
-        if r % group == 0:
-            for d in range(hd):
-                keys[kv, d, slot] = new_keys[kv, d]
+        for d in range(hd):
+            new_bits[d] = widen(new_keys[kv, d])
         acc[:n] = 0.0
+        fresh = np.float32(0.0)  # the new key's score, summed in the same order as the others
         for d in range(hd):
             qd = q[r, d]
             for j in range(n):
-                bits[j] = np.uint32(keys[kv, d, j]) << shift
+                bits[j] = widen(keys[kv, d, j])
             for j in range(n):
                 acc[j] += qd * key[j]
+            fresh += qd * new_key[d]
+        acc[slot] = fresh
         out[r, :n] = acc[:n]
+        if r % group == group - 1:  # written after the row's last read: a store into a line just
+            for d in range(hd):  # loaded for the vector loop stalls it (measured 0.81 against 0.49 ms a layer)
+                keys[kv, d, slot] = new_keys[kv, d]
 
 
 @njit(cache=True, nogil=True, boundscheck=False)
-def mix(probs, values, new_values, slot, n, shift, out):  # pragma: no cover - compiled (tests call it)
-    """out[r] = sum over j < n of probs[r, j] * value j of value row r // group, summed in order of j.
-    First writes new_values[row] into slot `slot` of each value row. probs (rows, >= n) float32; values
-    (kv_rows, window, hd) and new_values (kv_rows, hd) as bits; out (rows, hd) float32."""
+def mix(probs, values, new_values, slot, n, out):  # pragma: no cover - compiled (tests call it)
+    """out[r] = sum over j < n of probs[r, j] * value j of value row r // group, summed in order of j, after
+    writing new_values[row] into slot `slot`. probs (rows, >= n) float32; values (kv_rows, window, hd) and
+    new_values (kv_rows, hd) as bits; out (rows, hd) float32."""
     rows = probs.shape[0]
     group = rows // values.shape[0]
     hd = values.shape[2]
@@ -66,7 +88,7 @@ def mix(probs, values, new_values, slot, n, shift, out):  # pragma: no cover - c
         for j in range(n):
             p = probs[r, j]
             for d in range(hd):
-                bits[d] = np.uint32(values[kv, j, d]) << shift
+                bits[d] = widen(values[kv, j, d])
             for d in range(hd):
                 acc[d] += p * value[d]
         out[r, :] = acc

@@ -149,15 +149,11 @@ class RingStep:
         q = q.reshape(-1, hd).contiguous()
         scores = torch.empty(q.size(0), n)
         attention.scores(q.numpy(), _bits(self.k[i]), _bits(k.reshape(-1, hd).to(self.dtype).contiguous()), slot, n,
-                         self._shift, scores.numpy())
+                         scores.numpy())
         y = torch.empty_like(q)
         attention.mix(torch.softmax(scores, dim=-1).numpy(), _bits(self.v[i]),
-                      _bits(v.reshape(-1, hd).to(self.dtype).contiguous()), slot, n, self._shift, y.numpy())
+                      _bits(v.reshape(-1, hd).to(self.dtype).contiguous()), slot, n, y.numpy())
         return y
-
-    @property
-    def _shift(self) -> int:
-        return 16 if self.dtype == torch.bfloat16 else 0  # bf16 bits are the high half of fp32's
 
 
 def _bits(t: torch.Tensor) -> np.ndarray:

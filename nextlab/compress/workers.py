@@ -3,7 +3,8 @@
 Static coding is embarrassingly parallel: every stream is coded on its own. One process with two
 PyTorch threads splits each op of a step in two, and a decoding step is many small ops (half of it
 batched attention matmuls over thousands of tiny matrices, which read about 12 GB/s a thread). Two processes with one thread
-each, stepping half the streams apiece, code about 30% more bytes per second (benchmarks/compress.py).
+each, stepping half the streams apiece, code about 30% more bytes per second (benchmarks/compress.py),
+and a one-thread worker runs the attention in attention.py's loops, faster still.
 Each part has its own range coder payload and block checksums; the decoder splits the streams the
 same way, so each part sees exactly the batches and thread count its encoder saw.
 
