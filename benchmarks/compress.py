@@ -15,7 +15,9 @@ nextlab result is decompressed and compared with the original byte for byte.
 Trained models are kept under --runs and reused by later runs.
 
 --before also codes each file with the static coder as it was before the ring kernel (the model's own
-forward, 64 streams), right after the default one, and prints both rates and their ratio.
+forward, 64 streams), right after the default one, and prints both rates and their ratio; --bmm likewise
+with the default static coder but its attention in torch.bmm (as before format version 4), to time
+attention.py's loops side by side with what they replaced.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from nextlab.train import train
 ENGLISH = ["alice29.txt", "asyoulik.txt", "lcet10.txt", "plrabn12.txt"]
 # The static coder before the ring kernel and 512 streams (issue 19), for --before.
 BEFORE = CoderOptions(mode="static", kernel="model", streams=64, min_stream_tokens=2048)
+BMM = CoderOptions(mode="static", attention="torch")  # the default static coder with torch.bmm's attention, for --bmm
 MODEL = ["model.n_layer=4", "model.n_head=4", "model.n_embd=192", "model.block_size=256"]
 
 
@@ -77,23 +80,26 @@ def code_split(work: Path, target_bytes: int) -> tuple[Path, bytes]:
     return folder, b"".join(f.read_bytes() for f in held)[:target_bytes]
 
 
-def measure(name: str, data: bytes, checkpoint: Path, threads: int, modes: list[str], before: bool) -> dict:
+def measure(name: str, data: bytes, checkpoint: Path, threads: int, modes: list[str], compared: dict[str, CoderOptions]) -> dict:
+    """Every mode, then each of `compared` (name: options), one after another."""
     ckpt = load_checkpoint(checkpoint)
     r = measure_compression(data, ckpt.model, ckpt.tokenizer, modes, threads)
     for mode, m in r["modes"].items():
         print(f"  {name} {mode}: {m['bits_per_byte']:.3f} bits/byte, coder overhead {100 * m['coder_overhead']:.3f}%, "
               f"{m['compress_kb_per_s']:.1f} / {m['decompress_kb_per_s']:.1f} KB/s")
-    if before:
-        r["before"] = static_before(data, ckpt, threads)
-        b = r["before"]
-        print(f"  {name} static before (model kernel, 64 streams): {b['bits_per_byte']:.3f} bits/byte, "
+    for label, opts in compared.items():
+        r[label] = b = static_with(data, ckpt, threads, opts)
+        print(f"  {name} static {label} ({DESCRIBED[label]}): {b['bits_per_byte']:.3f} bits/byte, "
               f"{b['compress_kb_per_s']:.1f} / {b['decompress_kb_per_s']:.1f} KB/s")
     return {"file": name, **r}
 
 
-def static_before(data: bytes, ckpt, threads: int) -> dict:
-    """Rate and speed of the BEFORE options, round trip checked."""
-    opts = CoderOptions(**{**vars(BEFORE), "threads": threads})
+DESCRIBED = {"before": "model kernel, 64 streams", "bmm": "torch.bmm attention"}
+
+
+def static_with(data: bytes, ckpt, threads: int, options: CoderOptions) -> dict:
+    """Rate and speed of these options, round trip checked."""
+    opts = CoderOptions(**{**vars(options), "threads": threads})
     blob, st = compress_bytes(data, ckpt.model, ckpt.tokenizer, opts)
     restored, dst = decompress_bytes(blob, ckpt.model, ckpt.tokenizer)
     assert restored == data
@@ -122,12 +128,13 @@ def print_table(rows: list[dict], modes: list[str]) -> None:
             f"{m} {'<' if ms[m]['bits_per_byte'] < base['bzip2 -9'] else '>='} bzip2 "
             f"({100 * (1 - ms[m]['bits_per_byte'] / base['xz -9e']):+.1f}% below xz), "
             f"coder overhead {100 * ms[m]['coder_overhead']:.3f}%" for m in modes))
-    for r in (r for r in rows if "before" in r and "static" in r["modes"]):
-        now, then = r["modes"]["static"], r["before"]
-        print(f"{r['file']}: static {now['bits_per_byte']:.3f} bits/byte against {then['bits_per_byte']:.3f} before "
-              f"({100 * (now['bits_per_byte'] / then['bits_per_byte'] - 1):+.2f}%), "
-              f"{now['compress_kb_per_s'] / then['compress_kb_per_s']:.2f}x / "
-              f"{now['decompress_kb_per_s'] / then['decompress_kb_per_s']:.2f}x the speed (compress / decompress)")
+    for label in DESCRIBED:
+        for r in (r for r in rows if label in r and "static" in r["modes"]):
+            now, then = r["modes"]["static"], r[label]
+            print(f"{r['file']}: static {now['bits_per_byte']:.3f} bits/byte against {then['bits_per_byte']:.3f} {label} "
+                  f"({100 * (now['bits_per_byte'] / then['bits_per_byte'] - 1):+.2f}%), "
+                  f"{now['compress_kb_per_s'] / then['compress_kb_per_s']:.2f}x / "
+                  f"{now['decompress_kb_per_s'] / then['decompress_kb_per_s']:.2f}x the speed (compress / decompress)")
 
 
 def main() -> None:
@@ -141,17 +148,19 @@ def main() -> None:
     ap.add_argument("--json", help="also write the rows to this file")
     ap.add_argument("--code-bytes", type=int, default=1_000_000)
     ap.add_argument("--before", action="store_true", help="also time the static coder as it was before the ring kernel")
+    ap.add_argument("--bmm", action="store_true", help="also time the static coder with torch.bmm's attention")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     data, runs = Path(args.data), Path(args.runs)
     modes = args.modes.split(",")
+    compared = {label: opts for label, opts, wanted in (("before", BEFORE, args.before), ("bmm", BMM, args.bmm)) if wanted}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.files.split(","):
             if name == "stdlib":
                 folder, held = code_split(Path(tmp), args.code_bytes)
                 ckpt = train_model(runs / "stdlib", str(folder), args.steps, args.threads)
-                rows.append(measure(f"stdlib ({len(held) / 1e6:.1f} MB held out)", held, ckpt, args.threads, modes, args.before))
+                rows.append(measure(f"stdlib ({len(held) / 1e6:.1f} MB held out)", held, ckpt, args.threads, modes, compared))
                 continue
             folder = Path(tmp) / f"minus_{name}"
             folder.mkdir()
@@ -160,8 +169,7 @@ def main() -> None:
                 if other != name:
                     (folder / other).symlink_to((data / "canterbury" / other).resolve())
             ckpt = train_model(runs / f"minus_{Path(name).stem}", str(folder), args.steps, args.threads)
-            rows.append(measure(name, (data / "canterbury" / name).read_bytes(), ckpt, args.threads, modes,
-                                args.before))
+            rows.append(measure(name, (data / "canterbury" / name).read_bytes(), ckpt, args.threads, modes, compared))
     params = rows[0]["params"] if rows else 0
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from nextlab.checkpoint import model_fingerprint
+from nextlab.compress import attention
 from nextlab.compress.container import block_checksum, pack, unpack
 from nextlab.compress.ring import ATTENTIONS, RingStep
 from nextlab.compress.ring import supports as ring_supports
@@ -426,6 +427,7 @@ def compress_bytes(
         size = sum(part)
         parts.append((tokenizer.eot_id, ids[first : first + size], part, opts))
         first += size
+    _load_attention(opts)
     coded = run_parts(_encode_part, model, parts, opts.threads, progress) if parts else []
     payload = np.concatenate([words for words, _, _ in coded]) if coded else np.zeros(0, dtype=np.uint32)
     header = {
@@ -496,6 +498,12 @@ def _decode_part(model: GPT, eot_id: int, payload: np.ndarray, checksums: list[b
     with torch.no_grad():
         hist = _lockstep(_working_copy(model), eot_id, lengths, opts, code_step, end_block, progress)
     return [t for row, k in zip(hist[:, 1:].tolist(), lengths) for t in row[:k]]
+
+
+def _load_attention(opts: CoderOptions) -> None:
+    """attention.py's loops for these options, compiled here before any worker is forked (see attention.load)."""
+    if opts.kernel == "ring" and opts.attention == "numba":
+        attention.load(np.uint16 if opts.dtype == "bfloat16" else np.uint32)
 
 
 def _working_copy(model: GPT) -> GPT:
@@ -585,6 +593,7 @@ def decompress_bytes(
             where = source if opts.workers == 1 else f"{source} (part {i + 1} of {opts.workers})"
             jobs.append((tokenizer.eot_id, payload[word : word + words], checksums[block : block + blocks], part, opts, where))
             word, block = word + words, block + blocks
+        _load_attention(opts)
         out = tokenizer.decode_bytes([t for part in run_parts(_decode_part, model, jobs, opts.threads, progress) for t in part])
     if len(out) != n or hashlib.sha256(out).hexdigest() != digest:
         raise NextlabError(f"{source}: the decoded data fails its SHA-256 check; nothing was written")
