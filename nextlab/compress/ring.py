@@ -25,8 +25,8 @@ the one case the coder has, every stream one token further, with less work:
   for each of the thousands of tiny matrices.
 
 Its floats differ from the model kernel's (same model, other rounding), and the two attentions'
-from each other, so a file records which kernel and attention wrote it, and the decoder runs those. Modern models only: GPT-2's learned
-positions stop at block_size.
+from each other, so a file records which kernel and attention wrote it, and the decoder runs
+those. Modern models only: GPT-2's learned positions stop at block_size.
 """
 
 from __future__ import annotations
