@@ -3,11 +3,10 @@
 Each query attends to one key/value row of the ring (`window` slots of one stream and key/value
 head). With torch.bmm that is thousands of 1 x head_dim x window products per layer, and the
 batched matmul pays a fixed cost per matrix: it read the ring at about 12 GB/s a thread, and took
-half of every step. These loops read each row once, in order. Measured on one thread, bfloat16,
-596 rows of 128 x 48 (a worker's share of alice29.txt; 8 such rings in turn, out of cache): the scores
-took 0.42 ms a layer against 0.48 for q @ K^T, the weighted sum 0.35, and the whole attention
-about 0.8 ms against 1.29. They also write the new token's key and value into its slot as they
-pass, instead of a separate strided copy.
+half of every step. These loops read each row once, in order, and write the new token's key and
+value into its slot as they pass, instead of a separate strided copy. Side by side in the coder
+(benchmarks/compress.py --bmm: two one-thread workers, bf16), static mode coded
+benchmarks/compress.py's five files 1.07-1.61x faster with them than with torch.bmm.
 
 The keys are stored transposed, (rows, head_dim, window), so the score loop runs over
 contiguous slots; the values as (rows, window, head_dim). Storage is bfloat16 or float32 bits
