@@ -36,6 +36,16 @@ def _widen(bits):  # pragma: no cover - compiled
     return lambda bits: np.uint32(bits)  # fp32 bits as they are
 
 
+@njit(inline="always", nogil=True, boundscheck=False)
+def _add_scaled(acc, weight, stored, count, bits, widened):  # pragma: no cover - compiled
+    """acc[:count] += weight * stored[:count], the stored bits widened into the scratch `bits` first (of which
+    `widened` is the float32 view): two plain loops, which LLVM vectorizes, each element's sum in the callers' order."""
+    for i in range(count):
+        bits[i] = widen(stored[i])
+    for i in range(count):
+        acc[i] += weight * widened[i]
+
+
 @njit(cache=True, nogil=True, boundscheck=False)
 def scores(q, keys, new_keys, slot, n, out):  # pragma: no cover - compiled (tests call it)
     """out[r, :n] = q[r] . the first n keys of key row r // group (group = rows of q per key row), where slot
@@ -55,12 +65,8 @@ def scores(q, keys, new_keys, slot, n, out):  # pragma: no cover - compiled (tes
         acc[:n] = 0.0
         fresh = np.float32(0.0)  # the new key's score, summed in the same order as the others
         for d in range(hd):
-            qd = q[r, d]
-            for j in range(n):
-                bits[j] = widen(keys[kv, d, j])
-            for j in range(n):
-                acc[j] += qd * key[j]
-            fresh += qd * new_key[d]
+            _add_scaled(acc, q[r, d], keys[kv, d], n, bits, key)
+            fresh += q[r, d] * new_key[d]
         acc[slot] = fresh
         out[r, :n] = acc[:n]
         if r % group == group - 1:  # written after the row's last read: a store into a line just
@@ -85,11 +91,7 @@ def mix(probs, values, new_values, slot, n, out):  # pragma: no cover - compiled
             values[kv, slot, :] = new_values[kv, :]
         acc[:] = 0.0
         for j in range(n):
-            p = probs[r, j]
-            for d in range(hd):
-                bits[d] = widen(values[kv, j, d])
-            for d in range(hd):
-                acc[d] += p * value[d]
+            _add_scaled(acc, probs[r, j], values[kv, j], hd, bits, value)
         out[r, :] = acc
 
 
