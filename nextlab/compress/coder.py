@@ -42,9 +42,8 @@ import numpy as np
 import torch
 
 from nextlab.checkpoint import model_fingerprint
-from nextlab.compress import attention
 from nextlab.compress.container import block_checksum, pack, unpack
-from nextlab.compress.ring import ATTENTIONS, RingStep
+from nextlab.compress.ring import ATTENTIONS, RingStep, load_attention
 from nextlab.compress.ring import supports as ring_supports
 from nextlab.compress.workers import run_parts
 from nextlab.errors import NextlabError
@@ -503,7 +502,7 @@ def _decode_part(model: GPT, eot_id: int, payload: np.ndarray, checksums: list[b
 def _load_attention(opts: CoderOptions) -> None:
     """attention.py's loops for these options, compiled here before any worker is forked (see attention.load)."""
     if opts.kernel == "ring" and opts.attention == "numba":
-        attention.load(np.uint16 if opts.dtype == "bfloat16" else np.uint32)
+        load_attention(DTYPES[opts.dtype])
 
 
 def _working_copy(model: GPT) -> GPT:

@@ -42,6 +42,8 @@ from nextlab.compress import attention
 from nextlab.model import GPT
 
 ATTENTIONS = ("numba", "torch")  # who computes the attention: attention.py's loops, or torch.bmm (files before version 4)
+# How attention.py's loops see the ring's dtype: as its bits (NumPy has no bfloat16).
+STORAGE = {torch.bfloat16: (torch.int16, np.uint16), torch.float32: (torch.int32, np.uint32)}
 
 
 def supports(model: GPT) -> bool:
@@ -157,10 +159,14 @@ class RingStep:
 
 
 def _bits(t: torch.Tensor) -> np.ndarray:
-    """A contiguous bf16 or fp32 tensor's storage as unsigned integers (NumPy has no bfloat16), sharing memory."""
-    if t.dtype == torch.bfloat16:
-        return t.view(torch.int16).numpy().view(np.uint16)
-    return t.view(torch.int32).numpy().view(np.uint32)
+    """A contiguous bf16 or fp32 tensor's storage as unsigned integers (STORAGE), sharing memory."""
+    same_size, unsigned = STORAGE[t.dtype]
+    return t.view(same_size).numpy().view(unsigned)
+
+
+def load_attention(dtype: torch.dtype) -> None:
+    """attention.py's loops for a ring in this dtype, compiled in this process (see attention.load)."""
+    attention.load(STORAGE[dtype][1])
 
 
 def _matmul(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
